@@ -1,0 +1,3 @@
+from detcore.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""detcore's own plugins, registered exactly like third-party ones."""

@@ -1,0 +1,57 @@
+"""``detcore config show|check``."""
+
+from __future__ import annotations
+
+import argparse
+
+from detcore.errors import DetcoreError
+
+
+def add_runfile_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runfile", metavar="RUN.toml", help="run file")
+    if "-p" not in parser._option_string_actions:
+        from detcore.cli.main import add_plugin_option
+
+        add_plugin_option(parser)
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a run-file key; VALUE is TOML (--set optimizer.lr=0.02)",
+    )
+
+
+def load_from_args(args):
+    """The validated :class:`detcore.runfile.Run` for a command's arguments."""
+    from detcore.runfile import load_run
+
+    return load_run(args.runfile, args.overrides, args.plugin_args, pm=args.pm)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    show = sub.add_parser("show", help="print the fully resolved run file as TOML")
+    add_runfile_args(show)
+    check = sub.add_parser("check", help="validate a run file (exit 0 if valid, 2 if not)")
+    add_runfile_args(check)
+
+
+def run(args) -> int:
+    from detcore.runfile import resolved_dict
+    from detcore.runfile.toml_writer import dumps
+
+    loaded = load_from_args(args)
+    if args.config_command == "show":
+        print(dumps(resolved_dict(loaded.cfg)), end="")
+        return 0
+    if args.config_command == "check":
+        cfg = loaded.cfg
+        splits = [s for s in ("train", "val", "test") if getattr(cfg.data, s) is not None]
+        print(
+            f"{loaded.path}: OK (detector '{cfg.model['type']}', data: {', '.join(splits) or 'none'}, "
+            f"{len(cfg.metrics)} metric(s), {len(cfg.hooks)} hook(s))"
+        )
+        return 0
+    raise DetcoreError(f"unknown config action {args.config_command!r}")  # pragma: no cover

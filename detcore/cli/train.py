@@ -1,0 +1,88 @@
+"""``detcore train`` (and, until their own modules land, ``test`` and ``predict``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from detcore.cli.config import add_runfile_args, load_from_args
+from detcore.errors import DetcoreError
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_runfile_args(parser)
+    parser.add_argument("--work-dir", help="output directory (default: work_dirs/<run file stem>)")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="auto",
+        metavar="PATH|auto",
+        help="resume from a checkpoint; 'auto' (or no value) picks the newest good one in the work dir",
+    )
+    parser.add_argument("--auto-resume", dest="resume", action="store_const", const="auto", help="same as --resume auto")
+    parser.add_argument("--load-from", metavar="PATH", help="initialise weights from a checkpoint (fine-tuning)")
+    parser.add_argument("--no-validate", action="store_true", help="skip validation during training")
+    parser.add_argument("--auto-scale-lr", action="store_true", help="scale lr by global batch size / base_batch_size")
+    parser.add_argument("--seed", type=int, help="random seed (overrides the run file)")
+    parser.add_argument("--deterministic", action="store_true", help="deterministic algorithms (bit-exact resume on CPU)")
+    parser.add_argument("--amp", choices=["bf16", "fp16"], help="mixed precision")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: the run file's, else auto)")
+    parser.add_argument("--launcher", choices=["none", "torchrun", "slurm"], help="how processes were started (default: detected)")
+    parser.add_argument("--nproc", type=int, metavar="N", help="start N local worker processes (torch.distributed)")
+
+
+def cli_overrides(args) -> list[str]:
+    """Command-line flags that are run-file keys, as --set overrides."""
+    extra = []
+    if getattr(args, "work_dir", None):
+        extra.append(f"work_dir={_toml_str(args.work_dir)}")
+    if getattr(args, "seed", None) is not None:
+        extra.append(f"seed={args.seed}")
+    if getattr(args, "deterministic", False):
+        extra.append("train.deterministic=true")
+    if getattr(args, "amp", None):
+        extra.append(f"train.amp={_toml_str(args.amp)}")
+    if getattr(args, "device", None):
+        extra.append(f"device={_toml_str(args.device)}")
+    if getattr(args, "load_from", None):
+        extra.append(f"load_from={_toml_str(args.load_from)}")
+    if getattr(args, "auto_scale_lr", False):
+        extra.append("auto_scale_lr.enable=true")
+    return extra
+
+
+def _toml_str(s: str) -> str:
+    import json
+
+    return json.dumps(str(s))
+
+
+def run(args) -> int:
+    args.overrides = [*args.overrides, *cli_overrides(args)]
+    loaded = load_from_args(args)
+    try:
+        from detcore.engine.train import train_from_args
+    except ImportError:
+        raise DetcoreError("'detcore train' is not available yet in this build") from None
+    return train_from_args(loaded, args)
+
+
+def configure_test(parser: argparse.ArgumentParser) -> None:
+    add_runfile_args(parser)
+    parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="checkpoint to evaluate")
+
+
+def run_test(args) -> int:
+    load_from_args(args)
+    raise DetcoreError("'detcore test' is not available yet in this build")
+
+
+def configure_predict(parser: argparse.ArgumentParser) -> None:
+    add_runfile_args(parser)
+    parser.add_argument("--checkpoint", required=True, metavar="CKPT")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
+    parser.add_argument("--out-dir", required=True, metavar="DIR")
+
+
+def run_predict(args) -> int:
+    load_from_args(args)
+    raise DetcoreError("'detcore predict' is not available yet in this build")

@@ -1,0 +1,291 @@
+"""Hook specifications: the whole contract between detcore and its plugins.
+
+A plugin is a module (or an object) with functions named like the specs below
+and decorated with ``@detcore.hookimpl``. It reaches detcore in one of three
+ways:
+
+* an entry point in the ``detcore`` group of an installed distribution
+  (``[project.entry-points.detcore] foo = "detcore_foo.plugin"``): the entry
+  point's name is the plugin's name;
+* ``-p MODULE`` on the command line, or ``plugins = ["MODULE"]`` in a run
+  file, for a module on ``sys.path`` that is not packaged (development);
+* a ``[[hooks]]`` table in a run file, which builds a *runner hook* object
+  (see :func:`detcore_runner_hooks`) and registers it for that run only.
+
+There are two families of hooks.
+
+**Registration hooks** (``detcore_backbones`` ... ``detcore_commands``) take no
+arguments and return a dict ``{name: factory}``. detcore calls each plugin's
+implementation separately, so every component knows the plugin and the
+distribution (with version) that provided it; ``detcore plugins`` lists them.
+A factory is a plain callable (a class or a function). Its signature *is* the
+run-file interface: the keys of a ``{type = "name", ...}`` table are checked
+against the factory's parameters (names, required ones, and simple type hints
+``int``, ``float``, ``str``, ``bool``, ``list[...]``, ``Literal[...]``,
+``X | None``) before anything heavy runs. A parameter annotated
+``detcore.Sub["kind"]`` takes a nested component table of that kind, which is
+checked too and handed to the factory as a :class:`detcore.Spec` to build
+with ``spec(**extra_args)``. Keep the module that the entry point names light
+(no top-level ``import torch``): import heavy code inside the factories.
+
+Two plugins that register the same name for the same kind are reported when
+a run file uses that name; ``plugin:name`` (e.g. ``type = "coco:coco"``)
+always picks one.
+
+**Runtime hooks** (``detcore_before_run`` ... ``detcore_load_checkpoint``) are
+called by the runner while it trains and validates. Every implementation
+registered on the plugin manager is called, in pluggy's order: ``tryfirst``
+implementations first, then the others in reverse registration order, then
+``trylast`` ones. Runner hooks listed in ``[[hooks]]`` tables are registered
+in the order they are listed, so the last one listed runs first unless
+``tryfirst``/``trylast`` says otherwise.
+
+The ``runner`` argument of runtime hooks has these attributes, stable for
+plugin authors:
+
+``model``
+    the detector (``torch.nn.Module``, unwrapped from DDP).
+``optimizer``, ``lr_scheduler``
+    the optimizer and the LR schedule (``lr_scheduler.get_last_lr()``).
+``cfg``
+    the resolved run file (:class:`detcore.runfile.schema.RunConfig`).
+``work_dir``
+    ``pathlib.Path`` of the run's work directory.
+``epoch``, ``iter``
+    the current epoch (0-based) and global iteration (number of optimizer
+    steps done so far); ``max_epochs`` (or ``None``) and ``max_iters``.
+``rank``, ``world_size``, ``is_main``
+    the distributed position; only ``is_main`` should write files.
+``device``
+    the ``torch.device`` the model runs on.
+``train_loader``, ``val_dataset``
+    the training DataLoader and the validation dataset (or ``None``).
+``class_names``
+    list of class names, index = label.
+``logger``
+    a ``logging.Logger`` writing to the console and the run's log file.
+``stop_training``
+    set it to ``True`` to end training after the current iteration (the
+    runner saves a checkpoint first).
+``log_scalars(dict)``
+    add scalars to the next line of ``scalars.jsonl``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from detcore import hookspec
+
+# --------------------------------------------------------------------------
+# Registration hooks
+# --------------------------------------------------------------------------
+
+
+@hookspec
+def detcore_backbones() -> dict[str, Any]:
+    """Return the backbones this plugin provides, ``{name: factory}``.
+
+    A backbone factory returns an ``nn.Module`` whose ``forward(x)`` takes a
+    batch ``[N, 3, H, W]`` and returns an ``OrderedDict`` of feature maps, and
+    which has an ``out_channels`` attribute: a list with the channel count of
+    each returned map, in order (necks read it).
+    """
+
+
+@hookspec
+def detcore_necks() -> dict[str, Any]:
+    """Return the necks this plugin provides, ``{name: factory}``.
+
+    A neck factory is called by the detector with ``in_channels`` (the
+    backbone's ``out_channels`` list) plus the run-file arguments. It returns
+    an ``nn.Module`` mapping the backbone's ``OrderedDict`` of features to
+    another ``OrderedDict`` and has an ``out_channels`` attribute (an int: all
+    outputs share it).
+    """
+
+
+@hookspec
+def detcore_heads() -> dict[str, Any]:
+    """Return the detection heads this plugin provides, ``{name: factory}``.
+
+    Heads are registered on their own so that a run file can swap one into an
+    existing detector (``head = { type = "my_head" }``). The detector calls
+    the factory with the arguments it owns (``in_channels``,
+    ``num_classes``, ``num_anchors`` ... as documented for that detector) and
+    the run-file arguments; the returned module must follow the interface of
+    the head it replaces (the torchvision head of that slot).
+    """
+
+
+@hookspec
+def detcore_detectors() -> dict[str, Any]:
+    """Return the detectors this plugin provides, ``{name: factory}``.
+
+    The ``[model]`` table of a run file names one. A detector is an
+    ``nn.Module`` with this interface, which is all the runner relies on:
+
+    * ``model(images, targets)`` in training mode, where ``images`` is a list
+      of float tensors ``[3, H, W]`` in 0..1 and ``targets`` a list of dicts
+      with ``boxes`` (float ``[K, 4]``, xyxy, pixels), ``labels`` (int64
+      ``[K]``, 0-based contiguous class index) and, for instance
+      segmentation, ``masks`` (uint8 ``[K, H, W]``), returns a dict of named
+      scalar losses. The runner sums them and logs each.
+    * ``model(images)`` in eval mode returns one dict per image with
+      ``boxes`` (xyxy, in the coordinates of the image passed in),
+      ``scores``, ``labels`` (0-based) and optionally ``masks``
+      (float ``[K, 1, H, W]`` in 0..1).
+
+    A plugin detector needs nothing from torchvision's internals to follow it.
+    """
+
+
+@hookspec
+def detcore_datasets() -> dict[str, Any]:
+    """Return the datasets this plugin provides, ``{name: factory}``.
+
+    A dataset is a ``torch.utils.data.Dataset`` whose items are
+    ``(image, target)``: ``image`` a ``tv_tensors.Image`` (uint8 or float,
+    ``[3, H, W]``), ``target`` a dict with ``boxes``
+    (``tv_tensors.BoundingBoxes``, XYXY), ``labels`` (int64, 0-based),
+    ``image_id`` (int), ``orig_size`` (``(h, w)`` before transforms) and
+    optionally ``masks`` (``tv_tensors.Mask``) and ``iscrowd``. It has
+    ``class_names`` (list of str, index = label) and may have
+    ``aspect_ratios`` (list of w/h, one per item, for aspect-ratio grouped
+    batching). A parameter ``transforms: list[Sub["transform"]]`` receives
+    the run file's transform list.
+    """
+
+
+@hookspec
+def detcore_transforms() -> dict[str, Any]:
+    """Return the data transforms this plugin provides, ``{name: factory}``.
+
+    A transform is a callable ``(image, target) -> (image, target)`` on the
+    structures described in :func:`detcore_datasets`; subclasses of
+    ``torchvision.transforms.v2.Transform`` qualify as they are.
+    """
+
+
+@hookspec
+def detcore_metrics() -> dict[str, Any]:
+    """Return the evaluation metrics this plugin provides, ``{name: factory}``.
+
+    A metric object has ``evaluate(predictions, dataset) -> dict[str, float]``.
+    ``predictions`` holds one dict per image of the whole dataset (gathered
+    from every rank, each image once) with ``image_id``, and ``boxes``
+    (xyxy in original image pixels), ``scores``, ``labels`` (0-based) and
+    optionally ``masks`` as CPU tensors. ``dataset`` is the dataset that was
+    evaluated. The returned keys are logged and can be named by
+    ``checkpoint.save_best``.
+    """
+
+
+@hookspec
+def detcore_runner_hooks() -> dict[str, Any]:
+    """Return the runner hooks this plugin provides, ``{name: factory}``.
+
+    A ``[[hooks]]`` table builds one; the object is registered on the plugin
+    manager for the duration of the run, so its ``@detcore.hookimpl``
+    methods named like the runtime hooks below are called by the runner.
+    """
+
+
+@hookspec
+def detcore_commands() -> dict[str, Any]:
+    """Return the CLI subcommands this plugin adds, ``{name: detcore.Command}``.
+
+    ``detcore.Command(help, configure, run)``: ``configure(parser)`` adds
+    arguments to an ``argparse.ArgumentParser`` (it may add sub-parsers of its
+    own), ``run(args) -> int`` executes and returns the exit status. Raise
+    ``detcore.DetcoreError`` for a user error: it is printed without a
+    traceback.
+    """
+
+
+# --------------------------------------------------------------------------
+# Runtime hooks
+# --------------------------------------------------------------------------
+
+
+@hookspec
+def detcore_before_run(runner) -> None:
+    """Called once after the model, data, optimizer and any resumed state are
+    ready and before the first training iteration."""
+
+
+@hookspec
+def detcore_after_run(runner) -> None:
+    """Called once when training ends, normally or because ``stop_training``
+    was set. Not called when the run fails with an exception."""
+
+
+@hookspec
+def detcore_before_train_epoch(runner, epoch: int) -> None:
+    """Called at the start of each training epoch (0-based ``epoch``). In
+    iteration-based runs an "epoch" is one pass over the data loader."""
+
+
+@hookspec
+def detcore_after_train_epoch(runner, epoch: int) -> None:
+    """Called at the end of each training epoch, before validation and the
+    epoch's checkpoint."""
+
+
+@hookspec
+def detcore_before_train_iter(runner, iteration: int, batch) -> None:
+    """Called before the forward pass of each iteration. ``iteration`` is the
+    0-based global index of the step about to run; ``batch`` is
+    ``(images, targets)`` already on the device."""
+
+
+@hookspec
+def detcore_after_train_iter(runner, iteration: int, losses: dict) -> None:
+    """Called after the optimizer step (when gradients are accumulated:
+    after each micro-batch; ``runner.iter`` counts optimizer steps).
+    ``losses`` maps each loss name and ``"loss"`` (the total) to a detached
+    0-d tensor. Converting them to floats forces a device sync: do it only
+    when needed."""
+
+
+@hookspec(firstresult=True)
+def detcore_val_model(runner):
+    """Return the module to validate with instead of ``runner.model`` (for
+    example an exponential moving average of it), or ``None``.
+
+    First non-``None`` result wins (``firstresult``)."""
+
+
+@hookspec
+def detcore_before_val_epoch(runner) -> None:
+    """Called before validation starts (on every rank)."""
+
+
+@hookspec
+def detcore_after_val_iter(runner, batch, outputs: list) -> None:
+    """Called after each validation batch with its ``(images, targets)`` and
+    the model's per-image outputs (boxes in the coordinates of the images
+    passed to the model)."""
+
+
+@hookspec
+def detcore_after_val_epoch(runner, metrics: dict) -> None:
+    """Called after validation with the computed metrics (``{name: float}``;
+    identical on every rank). Set ``runner.stop_training`` here to stop early.
+    """
+
+
+@hookspec
+def detcore_save_checkpoint(runner, checkpoint: dict) -> None:
+    """Called before a checkpoint is written. Add this plugin's state under a
+    key of its own (``checkpoint["hooks"]["my_hook"] = {...}``). Values must be
+    tensors, numbers, strings, lists, tuples and dicts only, so that the file
+    loads with ``torch.load(weights_only=True)``."""
+
+
+@hookspec
+def detcore_load_checkpoint(runner, checkpoint: dict) -> None:
+    """Called when a run resumes from ``checkpoint`` (the dict that
+    :func:`detcore_save_checkpoint` filled), after the model and optimizer
+    are restored and before :func:`detcore_before_run`. Restore this
+    plugin's state from it."""

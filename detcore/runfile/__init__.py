@@ -1,0 +1,70 @@
+"""Run files: loading (``extends``, ``--set``), the top-level schema and validation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import attrs
+
+from detcore.catalog import Catalog
+from detcore.errors import RunFileError
+from detcore.runfile.loader import RawRunFile, load_raw
+from detcore.runfile.schema import RunConfig
+from detcore.runfile.validate import check_components, resolved_dict, structure
+
+__all__ = ["Run", "RunConfig", "RawRunFile", "load_run", "load_raw", "resolved_dict"]
+
+
+@attrs.frozen
+class Run:
+    """A validated run file with the plugin manager and catalog it was checked
+    against: everything a command needs to build and train."""
+
+    raw: RawRunFile
+    cfg: RunConfig
+    pm: object
+    catalog: Catalog
+
+    @property
+    def path(self) -> Path:
+        return self.raw.path
+
+    @property
+    def work_dir(self) -> Path:
+        return Path(self.cfg.work_dir) if self.cfg.work_dir else Path("work_dirs") / self.raw.path.stem
+
+
+def load_run(
+    path: str | Path,
+    overrides: Sequence[str] = (),
+    plugin_args: Sequence[str] = (),
+    *,
+    pm=None,
+) -> Run:
+    """Read, merge, override and validate a run file.
+
+    ``plugin_args`` are ``-p`` values (``MODULE`` or ``no:NAME``). With ``pm``
+    given (tests, :mod:`detcore.testing`), that plugin manager is used as is,
+    plus the run file's ``plugins`` list.
+    """
+    from detcore.plugins import get_plugin_manager
+
+    raw = load_raw(path, overrides)
+    modules = raw.data.get("plugins", [])
+    if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
+        raise RunFileError(
+            "'plugins' must be an array of module names, e.g. plugins = [\"my_plugin\"]",
+            file=raw.file_of("plugins"),
+            key="plugins",
+        )
+    search = [str(raw.path.parent.resolve())]
+    if pm is None:
+        pm = get_plugin_manager(plugin_args, extra_modules=modules, search_dirs=search)
+    else:
+        for m in modules:
+            pm.load_module(m, search_dirs=search)
+    catalog = Catalog.from_plugin_manager(pm)
+    cfg = structure(RunConfig, raw.data, raw)
+    check_components(cfg, raw, catalog)
+    return Run(raw=raw, cfg=cfg, pm=pm, catalog=catalog)

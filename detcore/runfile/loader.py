@@ -1,0 +1,219 @@
+"""Reading run files: TOML, ``extends``, deep merge and ``--set`` overrides.
+
+A run file never executes code: it is parsed with tomllib and merged as data.
+Every value remembers the file (or ``--set``) it came from so that errors can
+name it.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from detcore.errors import RunFileError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+SET_ORIGIN = "--set"
+_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+
+
+@attrs.frozen
+class RawRunFile:
+    """The merged data of a run file, before validation."""
+
+    path: Path
+    data: dict
+    origins: dict  # dotted key path -> file (or "--set") that set it
+
+    def file_of(self, key: str) -> str:
+        """The file that set ``key`` (or its closest parent)."""
+        k = key
+        while k:
+            if k in self.origins:
+                return self.origins[k]
+            k = re.sub(r"(\.[^.\[]+|\[\d+\])$", "", k) if ("." in k or "[" in k) else ""
+        return str(self.path)
+
+
+def read_toml(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RunFileError("file not found", file=str(path)) from None
+    except IsADirectoryError:
+        raise RunFileError("is a directory, expected a .toml run file", file=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise RunFileError(f"not UTF-8 text ({exc.reason})", file=str(path)) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RunFileError(f"invalid TOML: {exc}", file=str(path)) from None
+
+
+def load_raw(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RawRunFile:
+    """Read ``path`` with its ``extends`` chain and apply ``--set`` overrides."""
+    path = Path(path)
+    origins: dict[str, str] = {}
+    data = _load_with_bases(path, [], origins)
+    for item in overrides:
+        apply_override(data, item, origins)
+    return RawRunFile(path=path, data=data, origins=origins)
+
+
+def _load_with_bases(path: Path, stack: list[Path], origins: dict) -> dict:
+    resolved = path.resolve()
+    if resolved in stack:
+        chain = " -> ".join(str(p) for p in [*stack, resolved])
+        raise RunFileError(
+            f"'extends' forms a cycle: {chain}. Remove one of the links.",
+            file=str(stack[-1]),
+            key="extends",
+        )
+    data = read_toml(path)
+    bases = data.pop("extends", [])
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise RunFileError(
+            "'extends' must be a path or an array of paths (relative to this file)",
+            file=str(path),
+            key="extends",
+        )
+    merged: dict = {}
+    for base in bases:
+        base_path = (path.parent / base) if not Path(base).is_absolute() else Path(base)
+        if not base_path.is_file():
+            raise RunFileError(
+                f"base run file '{base}' not found (looked for {base_path}); paths in 'extends' "
+                f"are relative to the file that names them.",
+                file=str(path),
+                key="extends",
+            )
+        merge(merged, _load_with_bases(base_path, [*stack, resolved], origins))
+    _record(data, "", str(path), origins)
+    merge(merged, data)
+    return merged
+
+
+def _record(value: Any, prefix: str, file: str, origins: dict) -> None:
+    if prefix:
+        origins[prefix] = file
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _record(v, f"{prefix}.{k}" if prefix else k, file, origins)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _record(v, f"{prefix}[{i}]", file, origins)
+
+
+def merge(base: dict, update: dict) -> dict:
+    """Deep-merge ``update`` into ``base`` (in place) and return it.
+
+    Tables merge key by key; arrays and scalars replace. A table whose
+    ``type`` differs from the base's, or that says ``_replace_ = true``,
+    replaces the base table instead of merging into it (switching a
+    backbone from ``resnet`` to ``tiny`` must not keep ``depth``).
+    """
+    for key, value in update.items():
+        old = base.get(key)
+        if isinstance(value, dict) and isinstance(old, dict):
+            value = dict(value)
+            replace = value.pop("_replace_", False) is True
+            if replace or ("type" in value and "type" in old and value["type"] != old["type"]):
+                base[key] = copy.deepcopy(value)
+            else:
+                merge(old, value)
+        else:
+            if isinstance(value, dict):
+                value = {k: v for k, v in value.items() if k != "_replace_"}
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"a.b=VALUE"`` -> (``["a", "b"]``, parsed VALUE). VALUE is TOML; a bare
+    word that is not valid TOML is taken as a string (``--set work_dir=out``)."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise RunFileError(
+            f"bad --set '{item}': expected KEY=VALUE, e.g. --set optimizer.lr=0.02",
+            file=SET_ORIGIN,
+        )
+    if not _KEY_RE.match(key):
+        raise RunFileError(
+            f"bad --set '{item}': '{key}' is not a dotted key path (letters, digits, _ and -, "
+            f"joined by dots, e.g. model.backbone.depth)",
+            file=SET_ORIGIN,
+        )
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError as exc:
+        if re.fullmatch(r"[A-Za-z0-9_./:+-]+", raw):
+            value = raw
+        else:
+            raise RunFileError(
+                f"bad --set '{item}': the value is not valid TOML ({exc}); quote strings "
+                f"(--set {key}='\"text\"') and write arrays as [1, 2]",
+                file=SET_ORIGIN,
+            ) from None
+    return key.split("."), value
+
+
+def apply_override(data: dict, item: str, origins: dict) -> None:
+    parts, value = parse_override(item)
+    node: Any = data
+    walked = []
+    for part in parts[:-1]:
+        walked.append(part)
+        if isinstance(node, list):
+            node = _list_item(node, part, item, walked)
+            continue
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        elif not isinstance(nxt, (dict, list)):
+            raise RunFileError(
+                f"bad --set '{item}': '{'.'.join(walked)}' is {type(nxt).__name__} "
+                f"{nxt!r}, not a table, so it has no key '{parts[len(walked)]}'",
+                file=SET_ORIGIN,
+            )
+        node = nxt
+    last = parts[-1]
+    if isinstance(node, list):
+        idx = _index(node, last, item, parts)
+        node[idx] = value
+    else:
+        node[last] = value
+    _record(value, _display_path(parts), SET_ORIGIN, origins)
+
+
+def _index(node: list, part: str, item: str, walked: list[str]) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise RunFileError(
+            f"bad --set '{item}': '{'.'.join(walked)}' is an array of {len(node)} items; "
+            f"index it with 0..{len(node) - 1}",
+            file=SET_ORIGIN,
+        )
+    return int(part)
+
+
+def _list_item(node: list, part: str, item: str, walked: list[str]):
+    return node[_index(node, part, item, walked)]
+
+
+def _display_path(parts: list[str]) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if p.isdigit() and out else (f".{p}" if out else p)
+    return out

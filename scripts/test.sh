@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Install everything into .venv and run the whole test suite (slow end-to-end
+# tests included; `-m "not slow"` skips them when iterating).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh pytest pytest-timeout ruff build faster-coco-eval tensorboard matplotlib onnx
+VENV="${DETCORE_VENV:-.venv}"
+"$VENV/bin/ruff" check .
+"$VENV/bin/python" -m pytest -q "$@"
