@@ -1,0 +1,1 @@
+"""The training engine: building, the runner, checkpoints, logging, distribution."""
