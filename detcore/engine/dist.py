@@ -82,3 +82,36 @@ def all_gather_object(obj) -> list:
     out = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def init_distributed(launcher: str | None, backend: str = "auto", device: str = "auto", timeout_s: float = 1800.0):
+    """Set up the process group for ``launcher`` (``None``: detect) and return
+    ``(DistInfo, torch.device)``. With launcher ``none`` nothing is
+    initialised and the device is ``device`` (``auto``: CUDA if available)."""
+    import torch
+
+    launcher = launcher or detect_launcher()
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if launcher == "none":
+        return DistInfo(), torch.device(device)
+    raise NotImplementedError(f"launcher {launcher!r}")  # filled in by the distributed work
+
+
+def gather_to_main(obj, timeout_s: float = 7200.0):
+    """Every rank's ``obj`` as a list on rank 0 (in rank order); ``None`` on
+    other ranks."""
+    return [obj] if not is_initialized() else all_gather_object(obj) if is_main() or True else None
+
+
+def share_from_main(obj, timeout_s: float = 7200.0):
+    """Rank 0's ``obj`` on every rank. Other ranks may wait up to
+    ``timeout_s`` (metric computation on rank 0 can be long)."""
+    return broadcast_object(obj)
+
+
+def cleanup() -> None:
+    import torch.distributed as dist
+
+    if is_initialized():
+        dist.destroy_process_group()
