@@ -161,34 +161,47 @@ class Catalog:
 
     @classmethod
     def from_plugin_manager(cls, pm) -> Catalog:
+        """The components every registered plugin provides. A plugin whose
+        registration hook fails raises :class:`PluginError`, or, on a
+        non-strict plugin manager (``detcore plugins --check``), is recorded in
+        ``pm.problems`` and its components of that kind are left out."""
+        strict = getattr(pm, "strict", True)
         components = []
         for kind, hook_name in KINDS.items():
             hook = getattr(pm.hook, hook_name)
             for impl in hook.get_hookimpls():
                 # Each plugin's implementation is called on its own so that
                 # every component can name the plugin that provided it.
+                def fail(message: str, plugin: str = impl.plugin_name) -> None:
+                    if strict:
+                        raise PluginError(message)
+                    pm.problems.setdefault(plugin, []).append(message)
+
                 try:
                     provided = impl.function()
                 except Exception as exc:
-                    raise PluginError(
+                    fail(
                         f"plugin '{impl.plugin_name}' ({pm.describe(impl.plugin_name)}) failed in "
                         f"{hook_name}(): {type(exc).__name__}: {exc}. Fix the plugin or block it "
                         f"with '-p no:{impl.plugin_name}'."
-                    ) from exc
+                    )
+                    continue
                 if provided is None:
                     continue
                 if not isinstance(provided, dict):
-                    raise PluginError(
+                    fail(
                         f"plugin '{impl.plugin_name}': {hook_name}() must return a dict "
                         f"{{name: factory}}, got {type(provided).__name__}."
                     )
+                    continue
                 dist, version = pm.distribution_of(impl.plugin_name)
                 for name, factory in provided.items():
                     if not callable(factory) and kind != "command":
-                        raise PluginError(
+                        fail(
                             f"plugin '{impl.plugin_name}': {kind} '{name}' is not callable "
                             f"({factory!r})."
                         )
+                        continue
                     components.append(
                         Component(kind, str(name), factory, impl.plugin_name, dist, version)
                     )
@@ -221,10 +234,12 @@ class Catalog:
         if len(comps) == 1:
             return comps[0]
         if len(comps) > 1:
-            who = " and ".join(f"'{c.plugin}' ({c.distribution} {c.version})" for c in comps)
+            comps = sorted(comps, key=lambda c: c.plugin)
+            who = " and ".join(f"'{c.plugin}' ({c.distribution} {c.version})".strip() for c in comps)
             choices = " or ".join(f"'{c.qualified_name}'" for c in comps)
+            count = "two" if len(comps) == 2 else str(len(comps))
             raise RunFileError(
-                f"{kind} '{name}' is provided by two plugins: {who}. Write {choices} to pick one, "
+                f"{kind} '{name}' is provided by {count} plugins: {who}. Write {choices} to pick one, "
                 f"or block one with '-p no:PLUGIN'.",
                 file=file,
                 key=key,

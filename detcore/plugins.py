@@ -12,7 +12,7 @@ import pluggy
 
 import detcore
 from detcore import hookspecs
-from detcore.errors import PluginError
+from detcore.errors import PluginError, did_you_mean
 
 ENTRY_POINT_GROUP = "detcore"
 
@@ -22,6 +22,8 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "detcore.models": "detcore.builtin.models",
     "detcore.data": "detcore.builtin.data",
     "detcore.commands": "detcore.builtin.commands",
+    "detcore.tools": "detcore.builtin.tools",
+    "detcore.synthetic": "detcore.builtin.synthetic",
 }
 
 
@@ -29,10 +31,20 @@ class DetcorePluginManager(pluggy.PluginManager):
     """``pluggy.PluginManager("detcore")`` that knows which distribution (and
     version) each plugin came from."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, strict: bool = True) -> None:
         super().__init__("detcore")
         self.add_hookspecs(hookspecs)
         self._origin: dict[str, tuple[str, str]] = {}
+        # strict: the first plugin problem raises PluginError (every command).
+        # Otherwise (``detcore plugins --check``) problems are collected per
+        # plugin and the broken plugin is left out, so all are reported.
+        self.strict = strict
+        self.problems: dict[str, list[str]] = {}
+
+    def _fail(self, plugin_name: str, message: str) -> None:
+        if self.strict:
+            raise PluginError(message)
+        self.problems.setdefault(plugin_name, []).append(message)
 
     # -- who provides what ------------------------------------------------
 
@@ -51,10 +63,17 @@ class DetcorePluginManager(pluggy.PluginManager):
         try:
             result = self.register(plugin, name=name)
         except pluggy.PluginValidationError as exc:
-            raise PluginError(
+            # pluggy may have added some of the plugin's hooks before the one
+            # that failed: take them all out again.
+            if self.get_plugin(name) is not None:
+                self.unregister(name=name)
+            self._origin[name] = (distribution, version)
+            self._fail(
+                name,
                 f"plugin '{name}' ({distribution} {version}) does not fit detcore's hook specs: "
-                f"{exc}. See docs/plugins.md for the hook names and their arguments."
-            ) from None
+                f"{_one_line(exc)}. See docs/plugins.md for the hook names and their arguments.",
+            )
+            return None
         except ValueError as exc:
             first = self._origin.get(name, ("another plugin", ""))
             raise PluginError(
@@ -74,21 +93,36 @@ class DetcorePluginManager(pluggy.PluginManager):
 
     def load_entrypoints(self) -> None:
         for ep in _entry_points():
-            if self.is_blocked(ep.name) or self.has_plugin(ep.name):
+            if self.is_blocked(ep.name):
                 continue
             dist = getattr(ep, "dist", None)
             dist_name = dist.metadata["Name"] if dist is not None else "unknown distribution"
             version = dist.version if dist is not None else ""
             if self.is_blocked(dist_name):
                 continue
+            if self.has_plugin(ep.name) or ep.name in self.problems:
+                first = self._origin.get(ep.name, ("", ""))
+                if first[0] != dist_name:
+                    # The same distribution seen twice on sys.path is harmless;
+                    # two distributions claiming one plugin name are not.
+                    self._fail(
+                        ep.name,
+                        f"two plugins are named '{ep.name}': {' '.join(first).strip()} and "
+                        f"{dist_name} {version}. Uninstall one, or block one by distribution "
+                        f"name with '-p no:DISTRIBUTION'.",
+                    )
+                continue
+            self._origin.setdefault(ep.name, (dist_name, version))
             try:
                 plugin = ep.load()
             except Exception as exc:
-                raise PluginError(
+                self._fail(
+                    ep.name,
                     f"plugin '{ep.name}' from distribution {dist_name} {version} failed to import "
                     f"({ep.value}): {type(exc).__name__}: {exc}. Reinstall or fix it, or run with "
-                    f"'-p no:{ep.name}' to skip it."
-                ) from None
+                    f"'-p no:{ep.name}' to skip it.",
+                )
+                continue
             self.register_origin(plugin, ep.name, dist_name, version)
 
     def load_module(self, module_name: str, *, search_dirs: Iterable[str] = ()) -> None:
@@ -98,35 +132,60 @@ class DetcorePluginManager(pluggy.PluginManager):
         for d in [os.getcwd(), *search_dirs]:
             if d not in sys.path:
                 sys.path.insert(0, d)
+        self._origin.setdefault(module_name, ("local module", ""))
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
             if exc.name and module_name.startswith(exc.name):
-                raise PluginError(
+                self._fail(
+                    module_name,
                     f"plugin module '{module_name}' not found: it must be importable from the "
-                    f"current directory or sys.path (for -p or a run file's 'plugins' list)."
-                ) from None
-            raise PluginError(
-                f"plugin module '{module_name}' (local module) failed to import: "
-                f"ModuleNotFoundError: {exc}"
-            ) from None
+                    f"current directory or sys.path (for -p or a run file's 'plugins' list).",
+                )
+            else:
+                self._fail(
+                    module_name,
+                    f"plugin module '{module_name}' (local module) failed to import: "
+                    f"ModuleNotFoundError: {exc}",
+                )
+            return
         except Exception as exc:
-            raise PluginError(
+            self._fail(
+                module_name,
                 f"plugin module '{module_name}' (local module) failed to import: "
-                f"{type(exc).__name__}: {exc}. Fix it, or leave it out of -p / 'plugins'."
-            ) from None
+                f"{type(exc).__name__}: {exc}. Fix it, or leave it out of -p / 'plugins'.",
+            )
+            return
         self.register_origin(module, module_name, "local module", getattr(module, "__file__", "") or "")
 
+    def spec_names(self) -> list[str]:
+        """Names of the hooks plugins may implement."""
+        return sorted(
+            name
+            for name, caller in vars(self.hook).items()
+            if not name.startswith("_") and caller.has_spec()
+        )
+
     def check_hooks(self) -> None:
-        """Report hook implementations that match no spec (a typo in a name)."""
-        try:
-            self.check_pending()
-        except pluggy.PluginValidationError as exc:
-            name = self.get_name(exc.plugin) or repr(exc.plugin)
-            raise PluginError(
-                f"plugin '{name}' ({self.describe(name)}): {exc}. Hook names must be one of: "
-                f"{', '.join(sorted(self.hook.__dict__))}."
-            ) from None
+        """Report hook implementations that match no spec (a typo in a name);
+        pluggy's ``check_pending``, but naming the plugin and the closest hook."""
+        specs = self.spec_names()
+        for name, caller in list(vars(self.hook).items()):
+            if name.startswith("_") or caller.has_spec():
+                continue
+            for impl in caller.get_hookimpls():
+                if impl.optionalhook:
+                    continue
+                plugin = impl.plugin_name
+                self._fail(
+                    plugin,
+                    f"plugin '{plugin}' ({self.describe(plugin)}) implements unknown hook "
+                    f"'{name}'{did_you_mean(name, specs)}. Hook names are: {', '.join(specs)}.",
+                )
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 def _entry_points():
@@ -154,11 +213,15 @@ def get_plugin_manager(
     search_dirs: Iterable[str] = (),
     entrypoints: bool = True,
     builtins: bool = True,
+    strict: bool = True,
 ) -> DetcorePluginManager:
     """A plugin manager with detcore's built-ins, installed entry points and
-    the ``-p`` modules loaded, and blocked names skipped."""
+    the ``-p`` modules loaded, and blocked names skipped.
+
+    With ``strict=False`` plugin problems are collected in ``pm.problems``
+    (plugin name -> messages) instead of raised."""
     load, block = parse_plugin_args(plugin_args)
-    pm = DetcorePluginManager()
+    pm = DetcorePluginManager(strict=strict)
     for name in block:
         pm.set_blocked(name)
     if builtins:

@@ -33,6 +33,20 @@ def preparse_plugin_args(argv: Sequence[str]) -> list[str]:
     return out
 
 
+def wants_plugin_check(argv: Sequence[str]) -> bool:
+    """Whether the command line is ``detcore [-p X ...] plugins ... --check``."""
+    words = []
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in ("-p", "--plugin"):
+            skip = True
+        elif not a.startswith("-"):
+            words.append(a)
+    return bool(words) and words[0] == "plugins" and "--check" in argv
+
+
 def plugin_option_parser() -> argparse.ArgumentParser:
     """Options every subcommand accepts."""
     common = argparse.ArgumentParser(add_help=False)
@@ -78,7 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from detcore.plugins import get_plugin_manager
 
         plugin_args = preparse_plugin_args(argv)
-        pm = get_plugin_manager(plugin_args)
+        # ``detcore plugins --check`` reports every broken plugin instead of
+        # stopping at the first, so it loads them leniently.
+        pm = get_plugin_manager(plugin_args, strict=not wants_plugin_check(argv))
         catalog = Catalog.from_plugin_manager(pm)
         parser = build_parser(catalog)
         args = parser.parse_args(argv)

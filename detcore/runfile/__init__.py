@@ -58,7 +58,15 @@ def load_run(
             file=raw.file_of("plugins"),
             key="plugins",
         )
-    search = [str(raw.path.parent.resolve())]
+    # A module in 'plugins' is looked for next to the file that names it
+    # (a base run file may live elsewhere), then next to the run file.
+    search = []
+    for i in range(len(modules)):
+        origin = Path(raw.file_of(f"plugins[{i}]"))
+        if origin.is_file() and str(origin.parent.resolve()) not in search:
+            search.append(str(origin.parent.resolve()))
+    if str(raw.path.parent.resolve()) not in search:
+        search.append(str(raw.path.parent.resolve()))
     if pm is None:
         pm = get_plugin_manager(plugin_args, extra_modules=modules, search_dirs=search)
     else:

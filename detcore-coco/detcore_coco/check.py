@@ -1,0 +1,139 @@
+"""``detcore coco check``: every problem of a COCO file and its images, counted."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter, defaultdict
+
+from detcore.data.image_io import ImageReadError, image_size
+
+# problem kind -> what it means, in the order reported
+KINDS = {
+    "invalid_record": "record without its required fields",
+    "duplicate_image_id": "duplicate image id",
+    "duplicate_annotation_id": "duplicate annotation id",
+    "duplicate_category_id": "duplicate category id",
+    "duplicate_category_name": "duplicate category name",
+    "missing_image": "image file missing",
+    "unreadable_image": "image file unreadable",
+    "size_mismatch": "image size differs from the file's width/height",
+    "unknown_image": "annotation of an image id not in 'images'",
+    "unknown_category": "annotation of a category id not in 'categories'",
+    "malformed_bbox": "bbox is not [x, y, w, h]",
+    "zero_area_box": "box with zero (or negative) width or height",
+    "box_outside_image": "box reaching outside its image",
+}
+
+
+class CheckResult:
+    def __init__(self):
+        self.problems: dict[str, list[str]] = defaultdict(list)
+        self.counts: dict[str, int] = {}
+
+    def add(self, kind: str, message: str) -> None:
+        self.problems[kind].append(message)
+
+    @property
+    def ok(self) -> bool:
+        return not any(self.problems.values())
+
+    def lines(self, examples: int = 5) -> list[str]:
+        out = []
+        for kind, what in KINDS.items():
+            found = self.problems.get(kind, [])
+            if not found:
+                continue
+            out.append(f"{kind}: {len(found)} ({what})")
+            out += [f"  {m}" for m in found[:examples]]
+            if len(found) > examples:
+                out.append(f"  ... and {len(found) - examples} more")
+        return out
+
+
+def check_coco(ann_file: str, img_dir: str, *, decode: bool = True, tolerance: float = 0.5) -> CheckResult:
+    """Check ``ann_file`` against the images in ``img_dir``. Invalid JSON
+    raises :class:`detcore_coco.annfile.AnnotationError`; everything else is
+    collected. ``tolerance`` (pixels) is how far a box may reach past the image
+    border before it counts as outside (rounding in converters)."""
+    from detcore_coco.annfile import AnnotationError
+
+    res = CheckResult()
+    try:
+        with open(ann_file, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise AnnotationError(f"annotation file not found: '{ann_file}'") from None
+    except json.JSONDecodeError as exc:
+        raise AnnotationError(
+            f"annotation file '{ann_file}' is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        ) from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(data.get("categories"), list):
+        raise AnnotationError(f"'{ann_file}' is not a COCO detection file: it needs 'images' and 'categories' lists")
+    if not os.path.isdir(img_dir):
+        raise AnnotationError(f"image directory not found: '{img_dir}'")
+
+    images: dict = {}
+    for i, img in enumerate(data["images"]):
+        if not isinstance(img, dict) or any(k not in img for k in ("id", "file_name", "width", "height")):
+            res.add("invalid_record", f"images[{i}] lacks id/file_name/width/height: {str(img)[:100]}")
+            continue
+        if img["id"] in images:
+            res.add("duplicate_image_id", f"images[{i}]: id {img['id']} ('{img['file_name']}') already used by '{images[img['id']]['file_name']}'")
+            continue
+        images[img["id"]] = img
+        path = os.path.join(img_dir, img["file_name"])
+        if not os.path.exists(path):
+            res.add("missing_image", f"image id {img['id']}: '{path}'")
+            continue
+        try:
+            h, w = image_size(path, decode=decode)
+        except ImageReadError as exc:
+            res.add("unreadable_image", f"image id {img['id']}: {exc}")
+            continue
+        if (h, w) != (img["height"], img["width"]):
+            res.add("size_mismatch", f"image id {img['id']} '{img['file_name']}': file is {w}x{h}, JSON says {img['width']}x{img['height']}")
+
+    cats: dict = {}
+    names: Counter = Counter()
+    for i, cat in enumerate(data["categories"]):
+        if not isinstance(cat, dict) or "id" not in cat or "name" not in cat:
+            res.add("invalid_record", f"categories[{i}] lacks id/name: {str(cat)[:100]}")
+            continue
+        if cat["id"] in cats:
+            res.add("duplicate_category_id", f"categories[{i}]: id {cat['id']} ('{cat['name']}')")
+            continue
+        cats[cat["id"]] = cat
+        names[cat["name"]] += 1
+    for name, n in names.items():
+        if n > 1:
+            res.add("duplicate_category_name", f"'{name}' names {n} categories")
+
+    ann_ids: set = set()
+    anns = data.get("annotations", [])
+    for i, ann in enumerate(anns if isinstance(anns, list) else []):
+        if not isinstance(ann, dict) or any(k not in ann for k in ("id", "image_id", "category_id", "bbox")):
+            res.add("invalid_record", f"annotations[{i}] lacks id/image_id/category_id/bbox: {str(ann)[:100]}")
+            continue
+        label = f"annotation id {ann['id']}"
+        if ann["id"] in ann_ids:
+            res.add("duplicate_annotation_id", f"annotations[{i}]: id {ann['id']}")
+        ann_ids.add(ann["id"])
+        img = images.get(ann["image_id"])
+        if img is None:
+            res.add("unknown_image", f"{label}: image_id {ann['image_id']}")
+        if ann["category_id"] not in cats:
+            res.add("unknown_category", f"{label}: category_id {ann['category_id']}")
+        bbox = ann["bbox"]
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
+            res.add("malformed_bbox", f"{label}: {bbox!r}")
+            continue
+        x, y, w, h = bbox
+        where = f"{label} (image '{img['file_name']}')" if img else label
+        if w <= 0 or h <= 0:
+            res.add("zero_area_box", f"{where}: bbox {bbox}")
+            continue
+        if img is not None and (x < -tolerance or y < -tolerance or x + w > img["width"] + tolerance or y + h > img["height"] + tolerance):
+            res.add("box_outside_image", f"{where}: bbox {bbox} in a {img['width']}x{img['height']} image")
+    res.counts = {"images": len(data["images"]), "annotations": len(anns) if isinstance(anns, list) else 0, "categories": len(data["categories"])}
+    return res

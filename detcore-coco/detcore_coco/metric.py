@@ -1,0 +1,197 @@
+"""The ``coco`` metric: COCO mAP with pycocotools' COCOeval (or faster-coco-eval)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+from typing import Any
+
+import numpy as np
+
+from detcore.errors import DetcoreError
+
+logger = logging.getLogger("detcore.coco")
+
+# The 12 numbers COCOeval.summarize() computes, named as MMDetection names them.
+STAT_NAMES = (
+    "mAP", "mAP_50", "mAP_75", "mAP_s", "mAP_m", "mAP_l",
+    "AR@1", "AR@10", "AR@100", "AR_s@100", "AR_m@100", "AR_l@100",
+)
+
+
+def stat_keys(iou_type: str) -> list[str]:
+    return [f"{iou_type}_{n}" for n in STAT_NAMES]
+
+
+def resolve_backend(backend: str) -> str:
+    if backend == "auto":
+        import importlib.util
+
+        return "faster_coco_eval" if importlib.util.find_spec("faster_coco_eval") else "pycocotools"
+    return backend
+
+
+def _numpy(x) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu()
+        if str(x.dtype).startswith("torch.bfloat16") or str(x.dtype) == "torch.float16":
+            x = x.float()
+        return x.numpy()
+    return np.asarray(x)
+
+
+def to_coco_results(predictions: list[dict], cat_ids: list[int], iou_type: str, images: dict | None = None) -> list[dict]:
+    """COCO results records (``loadRes`` input) from per-image predictions
+    (xyxy boxes in original pixels, 0-based labels; masks for ``segm``).
+    ``images`` (the ground truth's ``coco.imgs``) lets it name predictions
+    for unknown images and masks of the wrong size."""
+    from pycocotools import mask as mask_util
+
+    out: list[dict] = []
+    cat_ids = np.asarray(cat_ids)
+    for pred in predictions:
+        image_id = int(pred["image_id"])
+        if images is not None and image_id not in images:
+            raise DetcoreError(
+                f"coco metric: a prediction is for image_id {image_id}, which is not in the "
+                f"dataset's annotation file; predictions must come from the dataset evaluated"
+            )
+        scores = _numpy(pred["scores"]).astype(np.float64).reshape(-1)
+        if scores.size == 0:
+            continue
+        labels = _numpy(pred["labels"]).astype(np.int64).reshape(-1)
+        if labels.min() < 0 or labels.max() >= len(cat_ids):
+            raise DetcoreError(
+                f"coco metric: image {image_id} has a predicted label {int(labels.max())} but the "
+                f"dataset has {len(cat_ids)} classes; the model's num_classes does not match the data"
+            )
+        cats = cat_ids[labels]
+        if iou_type == "bbox":
+            boxes = _numpy(pred["boxes"]).astype(np.float64).reshape(-1, 4)
+            xywh = np.stack([boxes[:, 0], boxes[:, 1], boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], 1)
+            for b, s, c in zip(xywh.tolist(), scores.tolist(), cats.tolist()):
+                out.append({"image_id": image_id, "category_id": int(c), "bbox": b, "score": s})
+        else:
+            if "masks" not in pred:
+                raise DetcoreError(
+                    "coco metric: iou_types includes 'segm' but the predictions carry no masks; "
+                    "use a detector that predicts masks (mask_rcnn) or iou_types = [\"bbox\"]"
+                )
+            masks = _numpy(pred["masks"])
+            if masks.ndim == 4:
+                masks = masks[:, 0]
+            if images is not None:
+                size = (images[image_id]["height"], images[image_id]["width"])
+                if tuple(masks.shape[-2:]) != size:
+                    raise DetcoreError(
+                        f"coco metric: masks of image {image_id} are {masks.shape[-1]}x{masks.shape[-2]} "
+                        f"but the image is {size[1]}x{size[0]}; masks must be in original image pixels"
+                    )
+            if masks.dtype != np.uint8 and masks.dtype != np.bool_:
+                masks = masks > 0.5
+            rles = mask_util.encode(np.asfortranarray(masks.astype(np.uint8).transpose(1, 2, 0)))
+            for rle, s, c in zip(rles, scores.tolist(), cats.tolist()):
+                rle["counts"] = rle["counts"].decode("ascii")
+                out.append({"image_id": image_id, "category_id": int(c), "segmentation": rle, "score": s})
+    return out
+
+
+def _find(dataset, name: str):
+    value = getattr(dataset, name, None)
+    if value is None:
+        raise DetcoreError(
+            f"the coco metric needs a dataset with a '{name}' attribute (a 'coco' dataset, or a "
+            f"repeat/class_balanced wrapper of one); got {type(dataset).__name__}"
+        )
+    return value
+
+
+class CocoMetric:
+    """``evaluate(predictions, dataset)`` -> ``{"bbox_mAP": ..., "bbox_mAP_50": ..., ...}``.
+
+    The ground truth is ``dataset.coco`` restricted to the dataset's images
+    (``dataset.img_ids``) and categories (``dataset.cat_ids``); COCOeval
+    handles crowd regions and area ranges itself.
+    """
+
+    def __init__(
+        self,
+        iou_types=("bbox",),
+        classwise: bool = False,
+        outfile_prefix: str | None = None,
+        backend: str = "auto",
+    ):
+        self.iou_types = list(iou_types)
+        self.classwise = classwise
+        self.outfile_prefix = outfile_prefix
+        self.backend = resolve_backend(backend)
+        self._fast_gt: tuple[int, Any] | None = None
+
+    def _gt(self, coco):
+        if self.backend == "pycocotools":
+            return coco
+        # faster-coco-eval keeps its own index; build it once per GT object.
+        if self._fast_gt is None or self._fast_gt[0] != id(coco):
+            from faster_coco_eval import COCO as FastCOCO
+
+            self._fast_gt = (id(coco), FastCOCO(coco.dataset))
+        return self._fast_gt[1]
+
+    def _evaluator(self, gt, dt, iou_type):
+        if self.backend == "pycocotools":
+            from pycocotools.cocoeval import COCOeval
+
+            return COCOeval(gt, dt, iou_type)
+        from faster_coco_eval import COCOeval_faster
+
+        return COCOeval_faster(gt, dt, iou_type, print_function=logger.debug)
+
+    def evaluate(self, predictions: list[dict], dataset) -> dict[str, float]:
+        coco = _find(dataset, "coco")
+        cat_ids = list(_find(dataset, "cat_ids"))
+        class_names = list(getattr(dataset, "class_names", [str(c) for c in cat_ids]))
+        img_ids = list(getattr(dataset, "img_ids", None) or sorted({int(p["image_id"]) for p in predictions}))
+        metrics: dict[str, float] = {}
+        for iou_type in self.iou_types:
+            results = to_coco_results(predictions, cat_ids, iou_type, coco.imgs)
+            if self.outfile_prefix:
+                path = f"{self.outfile_prefix}.{iou_type}.json"
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+                with open(path, "w") as f:
+                    json.dump(results, f)
+                logger.info("coco metric: wrote %d %s results to %s", len(results), iou_type, path)
+            if not results:
+                logger.warning("coco metric: no %s predictions at all; every %s number is 0", iou_type, iou_type)
+                metrics.update({k: 0.0 for k in stat_keys(iou_type)})
+                continue
+            gt = self._gt(coco)
+            with contextlib.redirect_stdout(io.StringIO()) as out:
+                dt = gt.loadRes(results)
+                ev = self._evaluator(gt, dt, iou_type)
+                ev.params.imgIds = img_ids
+                ev.params.catIds = cat_ids
+                ev.evaluate()
+                ev.accumulate()
+                ev.summarize()
+            summary = out.getvalue()
+            logger.info("coco %s evaluation (%s):\n%s", iou_type, self.backend, summary.strip())
+            metrics.update({k: float(v) for k, v in zip(stat_keys(iou_type), ev.stats[:12])})
+            if self.classwise:
+                metrics.update(self._per_class(ev, iou_type, class_names))
+        return metrics
+
+    @staticmethod
+    def _per_class(ev, iou_type: str, class_names: list[str]) -> dict[str, float]:
+        # precision: [iou thresholds, recall points, classes, area ranges, max dets]
+        precision = ev.eval["precision"]
+        out = {}
+        for k, name in enumerate(class_names):
+            p = precision[:, :, k, 0, -1]
+            p = p[p > -1]
+            out[f"{iou_type}_AP_{name}"] = float(np.mean(p)) if p.size else float("nan")
+        lines = "\n".join(f"  {name:<24s} {out[f'{iou_type}_AP_{name}']:.3f}" for name in class_names)
+        logger.info("coco %s AP per class:\n%s", iou_type, lines)
+        return out

@@ -1,0 +1,145 @@
+"""What test, predict, benchmark, export and browse-dataset share: a model
+built from a run file with a checkpoint's weights, its class names, the
+device, evaluation transforms, and datasets by split."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from detcore.errors import CheckpointError, RunFileError
+
+
+def add_device_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: the run file's, else auto)")
+
+
+def pick_device(args, run):
+    """The ``torch.device`` from ``--device``, else the run file's ``device``."""
+    import torch
+
+    name = getattr(args, "device", None) or run.cfg.device
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RunFileError(f"device '{name}' requested but CUDA is not available; use --device cpu")
+    return torch.device(name)
+
+
+def split_table(run, split: str | None) -> tuple[str, dict]:
+    """``(split, table)`` of the dataset to use: ``split`` as given, or test
+    falling back to val."""
+    data = run.cfg.data
+    if split is None:
+        for s in ("test", "val"):
+            if getattr(data, s) is not None:
+                return s, getattr(data, s)
+        raise RunFileError(
+            "the run file has no [data.test] or [data.val] table to evaluate on; add one",
+            file=str(run.path),
+            key="data.test",
+        )
+    table = getattr(data, split, None)
+    if table is None:
+        raise RunFileError(
+            f"the run file has no [data.{split}] table; add one or choose another --split",
+            file=str(run.path),
+            key=f"data.{split}",
+        )
+    return split, table
+
+
+def build_dataset(run, split: str | None):
+    """``(split, dataset)`` built from the run file's ``data.<split>`` table."""
+    from detcore.engine import build
+
+    split, _ = split_table(run, split)
+    return split, build.build_dataset(run, split)
+
+
+def eval_pipeline(run, split: str | None = None):
+    """The test (else val) dataset's ``transforms`` as a callable
+    ``(image, target) -> (image, target)``; ``None`` when it has none. Used
+    by predict so images are prepared as in evaluation."""
+    from detcore.catalog import Spec
+    from detcore.data.transforms import build_pipeline
+
+    try:
+        split, table = split_table(run, split)
+    except RunFileError:
+        return None
+    specs = table.get("transforms") or []
+    if not specs:
+        return None
+    return build_pipeline(
+        [Spec(run.catalog, "transform", t, f"data.{split}.transforms[{i}]") for i, t in enumerate(specs)]
+    )
+
+
+def build_model(run):
+    """The detector of the run file's ``[model]`` table (weights as initialised)."""
+    from detcore.engine import build
+
+    return build.build_model(run)
+
+
+def class_names_of(ckpt: dict) -> list[str] | None:
+    meta = ckpt.get("meta") or {}
+    names = meta.get("class_names")
+    return list(names) if names else None
+
+
+def cat_ids_of(ckpt: dict) -> list[int] | None:
+    meta = ckpt.get("meta") or {}
+    ids = meta.get("cat_ids")
+    return [int(i) for i in ids] if ids else None
+
+
+def load_model(run, checkpoint: str | Path, device, *, checkpoint_dict: dict | None = None):
+    """``(model, checkpoint dict)``: the run file's detector with the
+    checkpoint's weights, in eval mode on ``device``. Every model tensor must
+    be in the checkpoint with the same shape: a checkpoint of another model
+    is an error naming the differences (unlike ``load_from``, which skips
+    them for fine-tuning)."""
+    from detcore.engine.checkpoint import read_checkpoint, weights_of
+
+    ckpt = checkpoint_dict if checkpoint_dict is not None else read_checkpoint(checkpoint)
+    state = weights_of(ckpt, str(checkpoint))
+    model = build_model(run)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    shape = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or shape:
+        details = []
+        if shape:
+            details.append(
+                "shape differs for "
+                + ", ".join(f"{k} ({list(state[k].shape)} in file, {list(own[k].shape)} in model)" for k in shape[:5])
+            )
+        if missing:
+            details.append(f"{len(missing)} tensors missing (e.g. {', '.join(missing[:5])})")
+        raise CheckpointError(
+            f"checkpoint '{checkpoint}' does not fit the model of {run.path} "
+            f"({run.cfg.model.get('type')}): {'; '.join(details)}. Use the run file the checkpoint "
+            f"was trained with."
+        )
+    model.load_state_dict({k: state[k] for k in own}, strict=True)
+    return model.to(device).eval(), ckpt
+
+
+def image_to_uint8(image):
+    """A dataset image (uint8, or float 0..1 after a dtype transform) as uint8."""
+    import torch
+
+    image = image.as_subclass(torch.Tensor) if isinstance(image, torch.Tensor) else torch.as_tensor(image)
+    if image.is_floating_point():
+        image = (image.clamp(0, 1) * 255).round().to(torch.uint8)
+    return image
+
+
+def image_to_float(image, device):
+    """A uint8 (or float) image ``[3, H, W]`` as float 0..1 on ``device``
+    (the runner's conversion, so inference sees what evaluation sees)."""
+    from detcore.engine.evaluation import image_to_float as convert
+
+    return convert(image, device)

@@ -1,0 +1,199 @@
+"""``detcore test RUN.toml --checkpoint CKPT [--out preds.json] [--show-dir DIR]``.
+
+Evaluates a checkpoint on the test split (``[data.test]``, else
+``[data.val]``) with the run file's ``[[metrics]]``, after checking that the
+checkpoint's class names and category ids match the dataset's. Works under
+torchrun (or ``--launcher slurm``) like ``detcore train``: each rank predicts
+its shard, rank 0 computes the metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from detcore.cli.config import add_runfile_args, load_from_args
+from detcore.errors import DetcoreError
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_runfile_args(parser)
+    parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="checkpoint to evaluate")
+    parser.add_argument("--split", choices=["test", "val"], help="dataset split (default: test if the run file has one, else val)")
+    parser.add_argument("--out", metavar="FILE", help="write the predictions as COCO results JSON (masks: FILE with .segm.json too)")
+    parser.add_argument("--show-dir", metavar="DIR", help="write each image with its predictions drawn")
+    parser.add_argument("--show-score-thr", type=float, default=0.3, help="score threshold for --show-dir (default 0.3)")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: the run file's, else auto)")
+    parser.add_argument("--batch-size", type=int, help="images per process per batch (default: data.val_batch_size, else data.batch_size)")
+    parser.add_argument("--launcher", choices=["none", "torchrun", "slurm"], help="how processes were started (default: detected)")
+
+
+class PredictionCollector:
+    """A metric that computes nothing and keeps the gathered predictions:
+    through it ``--out`` gets exactly what the configured metrics scored."""
+
+    def __init__(self) -> None:
+        self.predictions: list[dict] | None = None
+
+    def evaluate(self, predictions, dataset) -> dict:
+        self.predictions = predictions
+        return {}
+
+
+def coco_results(predictions: list[dict], cat_ids: list[int] | None) -> tuple[list[dict], list[dict]]:
+    """``(bbox records, segm records)`` in COCO results format (what
+    ``COCO.loadRes`` reads). ``category_id`` is ``cat_ids[label]``, or the
+    0-based label when the dataset has no category ids."""
+    bbox, segm = [], []
+    for pred in predictions:
+        image_id = int(pred["image_id"])
+        boxes = pred["boxes"].double().tolist()
+        scores = pred["scores"].double().tolist()
+        labels = pred["labels"].tolist()
+        cats = [int(cat_ids[lab]) if cat_ids is not None else int(lab) for lab in labels]
+        for (x1, y1, x2, y2), s, c in zip(boxes, scores, cats):
+            bbox.append({"image_id": image_id, "category_id": c, "bbox": [x1, y1, x2 - x1, y2 - y1], "score": s})
+        if "masks" in pred and len(labels):
+            import numpy as np
+            from pycocotools import mask as mask_util
+
+            masks = pred["masks"]
+            masks = (masks[:, 0] if masks.ndim == 4 else masks).numpy().astype(np.uint8)
+            rles = mask_util.encode(np.asfortranarray(masks.transpose(1, 2, 0)))
+            for rle, s, c in zip(rles, scores, cats):
+                rle["counts"] = rle["counts"].decode("ascii")
+                segm.append({"image_id": image_id, "category_id": c, "segmentation": rle, "score": s})
+    return bbox, segm
+
+
+def segm_path(out: Path) -> Path:
+    name = out.name[: -len(".json")] if out.name.endswith(".json") else out.name
+    return out.with_name(name + ".segm.json")
+
+
+class ShowWriter:
+    """Draws each evaluated batch (on the image the model saw) as it comes."""
+
+    def __init__(self, out_dir: Path, class_names: list[str], score_thr: float):
+        self.out_dir = out_dir
+        self.class_names = class_names
+        self.score_thr = score_thr
+        self.written = 0
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, batch, outputs) -> None:
+        from detcore.visualize import draw_detections, save_image
+
+        images, targets = batch
+        for img, target, out in zip(images, targets, outputs):
+            keep = out["scores"] >= self.score_thr
+            uint8 = (img.detach().float().clamp(0, 1) * 255).round().byte().cpu()
+            masks = out.get("masks")
+            drawn = draw_detections(
+                uint8, out["boxes"][keep], out["labels"][keep], out["scores"][keep], self.class_names,
+                masks=None if masks is None else masks[keep],
+            )
+            image_id = target.get("image_id", target.get("_index"))
+            image_id = int(image_id.item() if hasattr(image_id, "item") else image_id)
+            save_image(drawn, self.out_dir / f"{image_id}.jpg")
+            self.written += 1
+
+
+def _console_logging(is_main: bool):
+    """Show the metrics' own INFO messages (the COCO summary table) on rank 0."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log = logging.getLogger("detcore")
+    if is_main:
+        log.addHandler(handler)
+        if log.level == logging.NOTSET or log.level > logging.INFO:
+            log.setLevel(logging.INFO)
+    return log, handler
+
+
+def run(args) -> int:
+    from detcore.cli.inference import load_model
+    from detcore.engine import dist
+    from detcore.engine.build import build_dataset, build_metrics
+    from detcore.engine.checkpoint import check_checkpoint_classes, read_checkpoint
+    from detcore.engine.evaluation import evaluate, format_metrics
+
+    if args.batch_size is not None and args.batch_size < 1:
+        raise DetcoreError(f"--batch-size must be >= 1, got {args.batch_size}")
+    loaded = load_from_args(args)
+    cfg = loaded.cfg
+    split = args.split or ("test" if cfg.data.test is not None else "val")
+    if getattr(cfg.data, split) is None:
+        raise DetcoreError(
+            f"{loaded.path} has no [data.{split}] table"
+            + (" (nor [data.test])" if split == "val" and not args.split else "")
+            + f": add one to evaluate on, e.g. [data.{split}] with the dataset's type and files"
+        )
+    info, device = dist.init_distributed(
+        args.launcher,
+        backend=cfg.dist.backend,
+        device=args.device or cfg.device,
+        timeout_s=cfg.dist.timeout_s,
+    )
+    log, handler = _console_logging(info.is_main)
+    try:
+        dataset = build_dataset(loaded, split)
+        ckpt = read_checkpoint(args.checkpoint)
+        # Silent class drift (a test set with other classes or category ids)
+        # would score labels against the wrong classes: refuse before predicting.
+        check_checkpoint_classes(ckpt, dataset, split=split, name=str(args.checkpoint))
+        model, _ = load_model(loaded, args.checkpoint, device, checkpoint_dict=ckpt)
+        metrics = build_metrics(loaded)
+        collector = PredictionCollector() if args.out else None
+        class_names = list(getattr(dataset, "class_names", []) or (ckpt.get("meta") or {}).get("class_names") or [])
+        show = ShowWriter(Path(args.show_dir), class_names, args.show_score_thr) if args.show_dir else None
+        if not metrics and collector is None and show is None:
+            raise DetcoreError(
+                f"{loaded.path} has no [[metrics]] table and neither --out nor --show-dir was given: "
+                f"nothing to compute. Add e.g. [[metrics]] type = \"coco\"."
+            )
+        if info.is_main:
+            print(
+                f"detcore test: {args.checkpoint} on data.{split} ({len(dataset)} images, "
+                f"{info.world_size} process(es), {device})",
+                flush=True,
+            )
+        t0 = time.perf_counter()
+        results = evaluate(
+            model,
+            dataset,
+            [*metrics, *([collector] if collector else [])],
+            device=device,
+            batch_size=args.batch_size or cfg.data.val_batch_size or cfg.data.batch_size,
+            workers=cfg.data.workers,
+            amp=cfg.train.amp,
+            eval_timeout_s=cfg.dist.eval_timeout_s,
+            on_batch=show,
+        )
+        elapsed = time.perf_counter() - t0
+        if info.is_main:
+            print(f"evaluated in {elapsed:.1f} s")
+            if metrics:
+                print(format_metrics(results))
+            if collector is not None:
+                out = Path(args.out)
+                cat_ids = getattr(dataset, "cat_ids", None) or (ckpt.get("meta") or {}).get("cat_ids")
+                bbox, segm = coco_results(collector.predictions or [], None if cat_ids is None else list(cat_ids))
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(json.dumps(bbox))
+                print(f"wrote {len(bbox)} box predictions to {out} (COCO results format)")
+                if segm:
+                    segm_path(out).write_text(json.dumps(segm))
+                    print(f"wrote {len(segm)} mask predictions to {segm_path(out)}")
+        if show is not None:
+            total = sum(dist.all_gather_object(show.written)) if info.distributed else show.written
+            if info.is_main:
+                print(f"wrote {total} drawn image(s) to {args.show_dir}")
+        return 0
+    finally:
+        log.removeHandler(handler)
+        dist.cleanup()

@@ -1,0 +1,326 @@
+"""Checkpoint files: atomic writes, the ``latest`` pointer, keep-last-N and
+best-by-metric, resume candidates, and loading weights for fine-tuning.
+
+A detcore checkpoint is a dict of tensors, numbers, strings, lists, tuples
+and dicts only (nothing pickled by class), so it loads with
+``torch.load(weights_only=True)`` in any later torch:
+
+``detcore``       ``{"format": 1, "version": "0.1.0"}``
+``meta``          epoch, iter, time, class_names, cat_ids, palette,
+                  model type, the resolved run file (TOML text), best metric
+``model``         the model's state dict (unwrapped from DDP)
+``optimizer``, ``lr_scheduler``, ``scaler`` (or ``None``)
+``rng``           python, numpy, torch and CUDA generator states
+``sampler``       epoch and the next batch of the epoch (resume by index)
+``hooks``         runner hooks' own state (``detcore_save_checkpoint``)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import detcore
+from detcore.errors import CheckpointError
+
+__all__ = [
+    "FORMAT",
+    "CheckpointFiles",
+    "atomic_save",
+    "check_checkpoint_classes",
+    "class_meta",
+    "find_resume",
+    "get_rng_state",
+    "is_detcore_checkpoint",
+    "load_weights",
+    "read_checkpoint",
+    "set_rng_state",
+    "weights_of",
+]
+
+FORMAT = 1
+LATEST = "latest.json"
+
+
+# ----------------------------------------------------------------------
+# files
+# ----------------------------------------------------------------------
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to a temporary file in the same directory, flushed to
+    disk, then renamed over ``path``: the final name never holds a partial
+    file, even if the process dies mid-write."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """A checkpoint file as a dict, loaded with ``weights_only=True``; a
+    missing, truncated or foreign file raises :class:`CheckpointError`
+    naming it."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint '{path}' does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CheckpointError(
+            f"checkpoint '{path}' cannot be loaded ({type(exc).__name__}: {first[:300]}); the file is "
+            f"truncated, corrupt, or holds objects other than tensors and plain data"
+        ) from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"checkpoint '{path}' holds a {type(ckpt).__name__}, not a dict")
+    return ckpt
+
+
+def is_detcore_checkpoint(ckpt: dict) -> bool:
+    return isinstance(ckpt.get("detcore"), dict) and "model" in ckpt and isinstance(ckpt.get("meta"), dict)
+
+
+# ----------------------------------------------------------------------
+# RNG states (as plain data, weights_only-safe)
+# ----------------------------------------------------------------------
+
+
+def get_rng_state() -> dict:
+    import numpy as np
+    import torch
+
+    version, state, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    out = {
+        "python": [version, list(state), gauss],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def set_rng_state(state: dict) -> None:
+    import numpy as np
+    import torch
+
+    version, values, gauss = state["python"]
+    random.setstate((int(version), tuple(int(v) for v in values), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available():
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+
+
+# ----------------------------------------------------------------------
+# class names travel with the model
+# ----------------------------------------------------------------------
+
+
+def class_meta(dataset) -> dict:
+    """``class_names``, ``cat_ids`` (label -> original category id) and
+    ``palette`` of ``dataset``, as saved in every checkpoint's ``meta``."""
+    from detcore.data.wrappers import class_mapping
+
+    out = class_mapping(dataset)
+    palette = getattr(dataset, "palette", None)
+    if palette is not None:
+        out["palette"] = [[int(c) for c in color] for color in palette]
+    return out
+
+
+def check_checkpoint_classes(checkpoint: dict | str | Path, dataset, *, split: str = "test", name: str | None = None) -> None:
+    """Raise :class:`CheckpointError` when the class names or category-id
+    mapping saved in ``checkpoint`` (a dict or a file) differ from
+    ``dataset``'s; the message names both lists. Checkpoints without class
+    information (plain state dicts) pass."""
+    from detcore.data.wrappers import check_class_mapping
+
+    if not isinstance(checkpoint, dict):
+        name = name or str(checkpoint)
+        checkpoint = read_checkpoint(checkpoint)
+    meta = checkpoint.get("meta") or {}
+    check_class_mapping(meta, dataset, checkpoint=name or "(checkpoint)", split=split)
+
+
+# ----------------------------------------------------------------------
+# load_from: weights only
+# ----------------------------------------------------------------------
+
+
+def weights_of(ckpt: dict, source: str = "checkpoint") -> dict:
+    """The model state dict in ``ckpt``: a detcore checkpoint's ``model``, a
+    ``state_dict`` or ``model`` entry (other frameworks, torchvision's
+    reference scripts), or ``ckpt`` itself when it is a plain state dict
+    (torchvision's published weights). A ``module.`` prefix (DDP) is
+    removed."""
+    import torch
+
+    state = ckpt
+    for key in ("model", "state_dict", "model_state_dict"):
+        if isinstance(ckpt.get(key), dict):
+            state = ckpt[key]
+            break
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise CheckpointError(
+            f"'{source}' holds no model weights (keys: {', '.join(list(map(str, ckpt))[:8])}); give a detcore "
+            f"checkpoint, a torchvision checkpoint or a state dict saved with torch.save(model.state_dict())"
+        )
+    if all(k.startswith("module.") for k in tensors):
+        tensors = {k[len("module.") :]: v for k, v in tensors.items()}
+    return tensors
+
+
+def load_weights(model, path: str | Path):
+    """Load ``path`` (detcore checkpoint, torchvision checkpoint or state
+    dict) into ``model`` with :func:`detcore.weights.load_matching`: tensors
+    whose shape differs (class-dependent heads after changing
+    ``num_classes``) are skipped and reported, not fatal. A file sharing no
+    tensor with the model is an error."""
+    from detcore.weights import load_matching
+
+    ckpt = read_checkpoint(path)
+    state = weights_of(ckpt, str(path))
+    report = load_matching(model, state, str(path))
+    if not report.loaded:
+        own = list(model.state_dict())[:3]
+        raise CheckpointError(
+            f"load_from '{path}': none of its {len(state)} tensors fits the model (file keys like "
+            f"{', '.join(list(state)[:3])}; model keys like {', '.join(own)}). It is a checkpoint of "
+            f"another architecture; pick one trained with this detector."
+        )
+    return report
+
+
+# ----------------------------------------------------------------------
+# the work dir's checkpoints
+# ----------------------------------------------------------------------
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+class CheckpointFiles:
+    """The checkpoints a run writes in its work dir.
+
+    Interval checkpoints are ``epoch_N.pth`` / ``iter_N.pth``; only the
+    newest ``keep`` stay (``-1``: all). The best one by a metric is
+    ``best_<metric>_<tag>.pth`` (one file, replaced when beaten).
+    ``latest.json`` names the newest checkpoint and the interval history,
+    updated after each file is complete. Only rank 0 calls these."""
+
+    def __init__(self, work_dir: str | Path, keep: int = -1):
+        self.work_dir = Path(work_dir)
+        self.keep = keep
+
+    def _pointer(self) -> dict:
+        p = self.work_dir / LATEST
+        try:
+            data = json.loads(p.read_text())
+            return data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def save(self, ckpt: dict, name: str) -> Path:
+        path = atomic_save(ckpt, self.work_dir / name)
+        pointer = self._pointer()
+        history = [h for h in pointer.get("history", []) if h != name and (self.work_dir / h).exists()]
+        history.append(name)
+        if self.keep > 0:
+            while len(history) > self.keep:
+                old = history.pop(0)
+                (self.work_dir / old).unlink(missing_ok=True)
+        meta = ckpt.get("meta", {})
+        pointer = {
+            "checkpoint": name,
+            "epoch": meta.get("epoch"),
+            "iter": meta.get("iter"),
+            "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "history": history,
+            "best": pointer.get("best"),
+        }
+        _write_text_atomic(self.work_dir / LATEST, json.dumps(pointer, indent=1))
+        return path
+
+    def save_best(self, ckpt: dict, metric: str, tag: str, previous: str | None) -> str:
+        name = f"best_{_safe(metric)}_{tag}.pth"
+        atomic_save(ckpt, self.work_dir / name)
+        if previous and previous != name:
+            (self.work_dir / previous).unlink(missing_ok=True)
+        pointer = self._pointer()
+        pointer["best"] = name
+        _write_text_atomic(self.work_dir / LATEST, json.dumps(pointer, indent=1))
+        return name
+
+    def candidates(self) -> list[Path]:
+        """Resume candidates, newest first: the ``latest.json`` pointer and its
+        history, then any other ``epoch_*.pth`` / ``iter_*.pth`` by time."""
+        pointer = self._pointer()
+        names: list[str] = []
+        if pointer.get("checkpoint"):
+            names.append(pointer["checkpoint"])
+        names += list(reversed(pointer.get("history", [])))
+        found = sorted(
+            (p for p in self.work_dir.glob("*.pth") if re.fullmatch(r"(epoch|iter)_\d+\.pth", p.name)),
+            key=lambda p: (p.stat().st_mtime, int(re.findall(r"\d+", p.name)[0])),
+            reverse=True,
+        )
+        out: list[Path] = []
+        for p in [self.work_dir / n for n in names] + found:
+            if p.exists() and p not in out:
+                out.append(p)
+        return out
+
+
+def find_resume(work_dir: str | Path, log=print) -> tuple[Path, dict] | None:
+    """The newest checkpoint in ``work_dir`` that loads and is a detcore
+    checkpoint, with its contents; a truncated or foreign newer file is
+    reported through ``log`` and skipped. ``None`` when there is none."""
+    files = CheckpointFiles(work_dir)
+    for path in files.candidates():
+        try:
+            ckpt = read_checkpoint(path)
+        except CheckpointError as exc:
+            log(f"auto-resume: skipping {path}: {exc}; trying the previous checkpoint")
+            continue
+        if not is_detcore_checkpoint(ckpt):
+            log(f"auto-resume: skipping {path}: not a detcore training checkpoint (no 'detcore'/'meta' "
+                f"entries); trying the previous checkpoint")
+            continue
+        return path, ckpt
+    return None
+
+
+def new_checkpoint(meta: dict) -> dict:
+    return {"detcore": {"format": FORMAT, "version": detcore.__version__}, "meta": meta, "hooks": {}}

@@ -1,0 +1,162 @@
+"""Evaluation: predict a dataset (each rank its shard), gather the
+predictions on rank 0, compute the metrics once, share them with every rank.
+
+Used by validation during training and by ``detcore test``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from detcore.engine import dist
+
+__all__ = ["evaluate", "predict", "to_original", "image_to_float", "format_metrics"]
+
+
+def image_to_float(image, device):
+    """A uint8 (or float 0..1) image ``[3, H, W]`` as float 0..1 on ``device``
+    (the conversion runs on the device, after the uint8 copy)."""
+    import torch
+
+    image = image.as_subclass(torch.Tensor) if isinstance(image, torch.Tensor) else torch.as_tensor(image)
+    image = image.to(device, non_blocking=True)
+    return image.float().div_(255) if not image.is_floating_point() else image.float()
+
+
+def _hw(size) -> tuple[int, int]:
+    import torch
+
+    if isinstance(size, torch.Tensor):
+        size = size.tolist()
+    return int(size[0]), int(size[1])
+
+
+def to_original(output: dict, input_hw: tuple[int, int], target: dict) -> dict:
+    """One model output as a metric prediction: CPU tensors, ``image_id``
+    from the target, boxes (and masks) rescaled from the size of the image
+    passed to the model to ``target["orig_size"]`` when transforms resized
+    it. Masks become uint8 ``[K, 1, H, W]`` at the original size."""
+    import torch
+    import torch.nn.functional as F
+
+    h, w = input_hw
+    oh, ow = _hw(target.get("orig_size", (h, w)))
+    boxes = output["boxes"].detach().float().cpu()
+    if (oh, ow) != (h, w) and len(boxes):
+        boxes = boxes * torch.tensor([ow / w, oh / h, ow / w, oh / h])
+    image_id = target["image_id"]
+    pred = {
+        "image_id": int(image_id.item() if isinstance(image_id, torch.Tensor) else image_id),
+        "boxes": boxes,
+        "scores": output["scores"].detach().float().cpu(),
+        "labels": output["labels"].detach().to(torch.int64).cpu(),
+    }
+    if "masks" in output:
+        masks = output["masks"].detach()
+        if masks.ndim == 3:
+            masks = masks[:, None]
+        masks = masks[..., :h, :w].float()
+        if (oh, ow) != tuple(masks.shape[-2:]) and len(masks):
+            masks = F.interpolate(masks, size=(oh, ow), mode="bilinear", align_corners=False)
+        elif not len(masks):
+            masks = masks.new_zeros((0, 1, oh, ow))
+        pred["masks"] = (masks > 0.5).to(torch.uint8).cpu()
+    return pred
+
+
+def predict(
+    model,
+    dataset,
+    *,
+    device,
+    batch_size: int = 1,
+    workers: int = 0,
+    amp: str | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    on_batch: Callable | None = None,
+) -> list[tuple[int, dict]]:
+    """``[(dataset index, prediction), ...]`` for this rank's shard
+    (``rank::world_size``), in order."""
+    import torch
+
+    from detcore.data.loader import build_eval_loader
+    from detcore.engine.amp import autocast
+
+    loader = build_eval_loader(dataset, batch_size=batch_size, workers=workers, rank=rank, world_size=world_size)
+    was_training = model.training
+    model.eval()
+    out: list[tuple[int, dict]] = []
+    try:
+        with torch.inference_mode(), autocast(amp, device):
+            for images, targets in loader:
+                imgs = [image_to_float(i, device) for i in images]
+                outputs = model(imgs)
+                if on_batch is not None:
+                    on_batch((imgs, targets), outputs)
+                for img, t, o in zip(imgs, targets, outputs):
+                    out.append((int(t["_index"]), to_original(o, tuple(img.shape[-2:]), t)))
+    finally:
+        model.train(was_training)
+    return out
+
+
+def evaluate(
+    model,
+    dataset,
+    metrics: Sequence,
+    *,
+    device,
+    batch_size: int = 1,
+    workers: int = 0,
+    amp: str | None = None,
+    eval_timeout_s: float = 7200.0,
+    on_batch: Callable | None = None,
+) -> dict[str, float]:
+    """Every metric's ``evaluate(predictions, dataset)`` merged into one dict,
+    the same on every rank.
+
+    Each rank predicts its shard; the predictions are gathered on rank 0
+    (``dist.gather_to_main``), put in dataset order (each image exactly once,
+    whatever the world size) and evaluated there; the result (or rank 0's
+    error) is shared back with ``dist.share_from_main``, whose wait is sized
+    by ``eval_timeout_s``, not by the training collectives' timeout."""
+    rank, world = dist.get_rank(), dist.get_world_size()
+    mine = predict(
+        model, dataset, device=device, batch_size=batch_size, workers=workers, amp=amp,
+        rank=rank, world_size=world, on_batch=on_batch,
+    )
+    gathered = dist.gather_to_main(mine, timeout_s=eval_timeout_s)
+    outcome = None
+    error: BaseException | None = None
+    if rank == 0:
+        try:
+            flat = sorted((p for part in gathered for p in part), key=lambda x: x[0])
+            indices = [i for i, _ in flat]
+            if indices != list(range(len(dataset))):
+                raise RuntimeError(
+                    f"evaluation gathered {len(indices)} predictions for {len(set(indices))} distinct images "
+                    f"of a dataset of {len(dataset)}"
+                )
+            predictions = [p for _, p in flat]
+            results: dict[str, float] = {}
+            for metric in metrics:
+                results.update({str(k): float(v) for k, v in metric.evaluate(predictions, dataset).items()})
+            outcome = ("ok", results)
+        except BaseException as exc:  # shared so that other ranks stop too
+            error = exc
+            outcome = ("error", f"{type(exc).__name__}: {exc}")
+    outcome = dist.share_from_main(outcome, timeout_s=eval_timeout_s)
+    if error is not None:
+        raise error
+    if outcome[0] == "error":
+        raise RuntimeError(f"evaluation failed on rank 0: {outcome[1]}")
+    return outcome[1]
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    """A two-column table of metric names and values."""
+    if not metrics:
+        return "(no metrics)"
+    width = max(len(k) for k in metrics)
+    return "\n".join(f"  {k:<{width}}  {v:.4f}" for k, v in metrics.items())

@@ -1,0 +1,113 @@
+"""The run's logger (console + timestamped log file), the scalars file and
+the environment report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import sys
+from pathlib import Path
+
+__all__ = ["ScalarWriter", "close_logger", "environment", "format_environment", "setup_logger"]
+
+_FORMAT = "%(asctime)s %(levelname).1s %(message)s"
+
+
+def setup_logger(work_dir: Path | None, timestamp: str, *, is_main: bool, rank: int = 0) -> tuple[logging.Logger, Path | None]:
+    """``(logger, log file)``. Rank 0 logs INFO to stdout and
+    ``work_dir/<timestamp>.log``; other ranks log errors only (to stderr)."""
+    logger = logging.getLogger(f"detcore.run.{rank}")
+    close_logger(logger)
+    logger.propagate = False
+    fmt = logging.Formatter(_FORMAT, datefmt="%m-%d %H:%M:%S")
+    log_file = None
+    if is_main:
+        logger.setLevel(logging.INFO)
+        console = logging.StreamHandler(sys.stdout)
+        console.setFormatter(fmt)
+        logger.addHandler(console)
+        if work_dir is not None:
+            log_file = Path(work_dir) / f"{timestamp}.log"
+            fh = logging.FileHandler(log_file, encoding="utf-8")
+            fh.setFormatter(fmt)
+            logger.addHandler(fh)
+    else:
+        logger.setLevel(logging.ERROR)
+        err = logging.StreamHandler(sys.stderr)
+        err.setFormatter(logging.Formatter(f"[rank {rank}] " + _FORMAT, datefmt="%m-%d %H:%M:%S"))
+        logger.addHandler(err)
+    return logger, log_file
+
+
+def close_logger(logger: logging.Logger) -> None:
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+        if isinstance(h, logging.FileHandler):
+            h.close()
+
+
+class ScalarWriter:
+    """Appends one JSON object per line to ``scalars.jsonl`` (rank 0 only;
+    a no-op elsewhere). Appending keeps the lines of an interrupted run
+    before those of its resumption."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self._f = open(path, "a", encoding="utf-8") if path is not None else None  # noqa: SIM115
+
+    def write(self, record: dict) -> None:
+        if self._f is not None:
+            self._f.write(json.dumps(record) + "\n")
+            self._f.flush()
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+
+def environment(pm=None) -> dict:
+    """Versions of python, torch, torchvision, CUDA/cuDNN and the GPUs, and
+    every loaded plugin with its distribution and version."""
+    import torch
+    import torchvision
+
+    env = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "cuda_available": torch.cuda.is_available(),
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "num_threads": torch.get_num_threads(),
+    }
+    if torch.cuda.is_available():
+        env["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    try:
+        import numpy
+
+        env["numpy"] = numpy.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    if pm is not None:
+        plugins = {}
+        for name, _plugin in sorted(pm.list_name_plugin(), key=lambda x: str(x[0])):
+            if name is None or name.startswith("runner-hook:"):
+                continue
+            dist, version = pm.distribution_of(name) if hasattr(pm, "distribution_of") else ("", "")
+            plugins[name] = f"{dist} {version}".strip()
+        env["plugins"] = plugins
+    return env
+
+
+def format_environment(env: dict) -> str:
+    lines = ["environment:"]
+    for k, v in env.items():
+        if k == "plugins":
+            lines.append("  plugins:")
+            lines += [f"    {name}: {who}" for name, who in v.items()]
+        else:
+            lines.append(f"  {k}: {v}")
+    return "\n".join(lines)

@@ -1,0 +1,89 @@
+"""Learning-rate schedules: warmup (linear or constant) times a main schedule
+(constant, step, multistep, cosine, poly), as a function of the iteration.
+
+All schedules are computed per optimizer step. ``by_epoch`` milestones and
+step sizes are converted to iterations (``epoch * iters_per_epoch``), so an
+epoch-based schedule changes the LR exactly at epoch boundaries. Cosine and
+poly decay smoothly over all ``max_iters`` iterations.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+__all__ = ["LRSchedule", "lr_factor_fn"]
+
+
+def lr_factor_fn(cfg, max_iters: int, iters_per_epoch: int) -> Callable[[int], float]:
+    """``factor(it)``: the multiplier of the base LR at 0-based iteration ``it``
+    for an :class:`LRScheduleConfig` ``cfg``."""
+    unit = iters_per_epoch if cfg.by_epoch else 1
+    milestones = [m * unit for m in cfg.milestones]
+    step = (cfg.step_size or 1) * unit
+    total = max(int(max_iters), 1)
+    floor = cfg.min_lr_ratio
+
+    def main(it: int) -> float:
+        if cfg.type == "constant":
+            return 1.0
+        if cfg.type == "step":
+            return cfg.gamma ** (it // step)
+        if cfg.type == "multistep":
+            return cfg.gamma ** sum(it >= m for m in milestones)
+        progress = min(it / total, 1.0)
+        if cfg.type == "cosine":
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+        if cfg.type == "poly":
+            return floor + (1 - floor) * (1 - progress) ** cfg.power
+        raise ValueError(f"unknown lr schedule {cfg.type!r}")
+
+    def factor(it: int) -> float:
+        f = main(it)
+        if cfg.warmup != "none" and it < cfg.warmup_iters:
+            if cfg.warmup == "linear":
+                f *= cfg.warmup_ratio + (1 - cfg.warmup_ratio) * it / cfg.warmup_iters
+            else:
+                f *= cfg.warmup_ratio
+        return f
+
+    return factor
+
+
+class LRSchedule:
+    """Sets every param group's ``lr`` to ``initial_lr * factor(it)``.
+
+    The runner calls :meth:`set_iter` before each optimizer step; the state
+    (base LRs and the iteration) is plain numbers, so it checkpoints under
+    ``weights_only``. ``get_last_lr()`` as torch's schedulers."""
+
+    def __init__(self, optimizer, factor: Callable[[int], float]):
+        self.optimizer = optimizer
+        self.factor = factor
+        for g in optimizer.param_groups:
+            g.setdefault("initial_lr", g["lr"])
+        self.base_lrs = [g["initial_lr"] for g in optimizer.param_groups]
+        self.last_iter = -1
+        self.set_iter(0)
+
+    def set_iter(self, it: int) -> None:
+        f = self.factor(it)
+        for g, base in zip(self.optimizer.param_groups, self.base_lrs):
+            g["lr"] = base * f
+        self.last_iter = it
+
+    def lr_at(self, it: int) -> list[float]:
+        f = self.factor(it)
+        return [base * f for base in self.base_lrs]
+
+    def get_last_lr(self) -> list[float]:
+        return [g["lr"] for g in self.optimizer.param_groups]
+
+    def state_dict(self) -> dict:
+        return {"base_lrs": list(self.base_lrs), "last_iter": self.last_iter}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.base_lrs = [float(v) for v in state["base_lrs"]]
+        for g, base in zip(self.optimizer.param_groups, self.base_lrs):
+            g["initial_lr"] = base
+        self.set_iter(int(state["last_iter"]))

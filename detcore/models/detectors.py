@@ -1,0 +1,396 @@
+"""Detectors on torchvision's detection classes, with torchvision's module
+names (``backbone.body``, ``backbone.fpn``, ``rpn.head``, ``roi_heads.*``,
+``head.*``) so torchvision's COCO checkpoints load key for key.
+
+Labels in and out are 0-based contiguous class indices. The R-CNN family
+reserves index 0 for the background inside the model: targets are shifted
+up by one on the way in and detections down by one on the way out.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+from torchvision.models.detection import fcos as tv_fcos
+from torchvision.models.detection import faster_rcnn as tv_faster_rcnn
+from torchvision.models.detection import mask_rcnn as tv_mask_rcnn
+from torchvision.models.detection import retinanet as tv_retinanet
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.transform import (
+    GeneralizedRCNNTransform,
+    _resize_image_and_masks,
+    resize_boxes,
+    resize_keypoints,
+)
+from torchvision.ops import MultiScaleRoIAlign
+
+from detcore.errors import ConfigCheckError
+from detcore.models import heads, names, necks, pretrained
+
+log = logging.getLogger("detcore")
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class BackboneWithNeck(nn.Module):
+    """``body`` (the backbone) then ``fpn`` (the neck, whatever its type: the
+    attribute keeps torchvision's ``BackboneWithFPN`` name so checkpoints
+    load). ``out_channels`` is the neck's."""
+
+    def __init__(self, body: nn.Module, fpn: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+        self.fpn = fpn
+        self.out_channels = int(fpn.out_channels)
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        return self.fpn(self.body(x))
+
+
+class DetTransform(GeneralizedRCNNTransform):
+    """torchvision's batching/normalising transform; with ``keep_size`` it
+    does not resize (the data pipeline decides the input size)."""
+
+    def __init__(self, min_size, max_size: int, image_mean, image_std, size_divisible: int = 32) -> None:
+        keep = min_size is None
+        super().__init__(
+            800 if keep else min_size, max_size, list(image_mean), list(image_std), size_divisible=size_divisible
+        )
+        self.keep_size = keep
+
+    def resize(
+        self, image: Tensor, target: Optional[dict[str, Tensor]] = None
+    ) -> tuple[Tensor, Optional[dict[str, Tensor]]]:
+        if self.keep_size:
+            return image, target
+        # torchvision's GeneralizedRCNNTransform.resize (super() cannot be
+        # called from TorchScript).
+        h, w = image.shape[-2:]
+        if self.training:
+            size = self.torch_choice(self.min_size)
+        else:
+            size = self.min_size[-1]
+        image, target = _resize_image_and_masks(image, size, self.max_size, target, self.fixed_size)
+        if target is None:
+            return image, target
+        target["boxes"] = resize_boxes(target["boxes"], (h, w), image.shape[-2:])
+        if "keypoints" in target:
+            target["keypoints"] = resize_keypoints(target["keypoints"], (h, w), image.shape[-2:])
+        return image, target
+
+
+def _shift_targets(targets, offset: int):
+    if targets is None:
+        return None
+    return [{**t, "labels": t["labels"] + offset} for t in targets]
+
+
+class _ZeroBasedLabels:
+    """Shifts labels past the background class the R-CNN family keeps at 0."""
+
+    def forward(self, images, targets=None):
+        out = super().forward(images, _shift_targets(targets, 1))
+        if isinstance(out, list):
+            for det in out:
+                det["labels"] = det["labels"] - 1
+        return out
+
+
+class FasterRCNN(_ZeroBasedLabels, tv_faster_rcnn.FasterRCNN):
+    """torchvision's Faster R-CNN with 0-based labels in and out."""
+
+
+class MaskRCNN(_ZeroBasedLabels, tv_mask_rcnn.MaskRCNN):
+    """torchvision's Mask R-CNN with 0-based labels in and out."""
+
+
+class RetinaNet(tv_retinanet.RetinaNet):
+    """torchvision's RetinaNet (its sigmoid classifier takes 0-based labels as they are)."""
+
+
+class FCOS(tv_fcos.FCOS):
+    """torchvision's FCOS (its sigmoid classifier takes 0-based labels as they are)."""
+
+
+# ----------------------------------------------------------------------
+# building
+# ----------------------------------------------------------------------
+
+
+def _accepts(spec, name: str) -> bool:
+    params = inspect.signature(spec.component.factory).parameters
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _backbone_extra(spec, weights: str | None, variant: str) -> dict:
+    """Defaults torchvision uses for a backbone under detector weights:
+    frozen BatchNorm (v1) and 3 trainable layers; the detector's weights
+    replace the backbone's own."""
+    if weights is None:
+        return {}
+    extra = {}
+    args = spec.args
+    if "norm" not in args and _accepts(spec, "norm"):
+        extra["norm"] = "frozen_bn" if variant == "v1" else "bn"
+    if not {"trainable_layers", "frozen_stages"} & set(args) and _accepts(spec, "trainable_layers"):
+        extra["trainable_layers"] = 3
+    if args.get("weights") is not None:
+        log.info("model.backbone.weights ignored: the detector's weights '%s' replace them", weights)
+        extra["weights"] = None
+    return extra
+
+
+def build_features(backbone, neck, *, weights, variant, default_neck: dict) -> BackboneWithNeck:
+    body = backbone(**_backbone_extra(backbone, weights, variant))
+    in_channels = [int(c) for c in body.out_channels]
+    if neck is None:
+        fpn = necks.fpn(in_channels, **default_neck)
+    else:
+        given = neck.args.get("in_channels")
+        if given is not None and list(given) != in_channels:
+            raise ConfigCheckError(
+                f"in_channels {list(given)} do not match the backbone's output channels "
+                f"{in_channels}; remove in_channels (the detector passes it) or fix it",
+                key="neck.in_channels",
+            )
+        fpn = neck(in_channels=in_channels)
+    return BackboneWithNeck(body, fpn)
+
+
+@torch.no_grad()
+def _probe(features: BackboneWithNeck) -> tuple[list[str], list[str]]:
+    """Names of the backbone's and the neck's feature maps (a tiny forward
+    pass in eval mode, so BatchNorm statistics are untouched)."""
+    was_training = features.training
+    features.eval()
+    try:
+        x = torch.zeros(1, 3, 128, 128)
+        body_out = features.body(x)
+        neck_out = features.fpn(body_out)
+    finally:
+        features.train(was_training)
+    return list(body_out), list(neck_out)
+
+
+def _anchors(sizes, ratios, levels: int, default_sizes) -> AnchorGenerator:
+    sizes = [list(s) for s in sizes] if sizes is not None else default_sizes(levels)
+    if len(sizes) != levels:
+        raise ConfigCheckError(
+            f"{len(sizes)} levels of anchor sizes for {levels} feature maps; give one list of sizes "
+            f"per feature map",
+            key="anchor_sizes",
+        )
+    if len({len(s) for s in sizes}) != 1:
+        raise ConfigCheckError("every level needs the same number of anchor sizes", key="anchor_sizes")
+    return AnchorGenerator(tuple(tuple(int(v) for v in s) for s in sizes),
+                           (tuple(float(r) for r in ratios),) * levels)
+
+
+def _rcnn_sizes(levels: int) -> list[list[int]]:
+    return [[32 * 2**i] for i in range(levels)]
+
+
+def _mobilenet_sizes(levels: int) -> list[list[int]]:
+    return [[32, 64, 128, 256, 512] for _ in range(levels)]
+
+
+def _retinanet_sizes(levels: int) -> list[list[int]]:
+    return [[x, int(x * 2 ** (1.0 / 3)), int(x * 2 ** (2.0 / 3))] for x in (32 * 2**i for i in range(levels))]
+
+
+def _fcos_sizes(levels: int) -> list[list[int]]:
+    return [[8 * 2**i] for i in range(levels)]
+
+
+def _head(spec, default, **provided):
+    return default(**provided) if spec is None else spec(**provided)
+
+
+def _finish(model, detector: str, *, weights, backbone_spec, variant, min_size, max_size, image_mean,
+            image_std, size_divisible):
+    model.transform = DetTransform(min_size, max_size, image_mean, image_std, size_divisible)
+    model.weights_report = None
+    if weights is not None and not pretrained.skipping():
+        arch = names.backbone_arch(backbone_spec.table)
+        model.weights_report = pretrained.load_detector_weights(model, detector, weights, arch, variant)
+    return model
+
+
+def build_rcnn(
+    detector: str,
+    *,
+    num_classes: int,
+    backbone,
+    neck=None,
+    rpn_head=None,
+    box_head=None,
+    box_predictor=None,
+    mask_head=None,
+    mask_predictor=None,
+    variant: str = "v1",
+    weights: str | None = None,
+    min_size=None,
+    max_size: int = 1333,
+    size_divisible: int = 32,
+    image_mean=IMAGENET_MEAN,
+    image_std=IMAGENET_STD,
+    anchor_sizes=None,
+    aspect_ratios=(0.5, 1.0, 2.0),
+    rpn_pre_nms_top_n_train: int = 2000,
+    rpn_pre_nms_top_n_test: int = 1000,
+    rpn_post_nms_top_n_train: int = 2000,
+    rpn_post_nms_top_n_test: int = 1000,
+    rpn_nms_thresh: float = 0.7,
+    rpn_fg_iou_thresh: float = 0.7,
+    rpn_bg_iou_thresh: float = 0.3,
+    rpn_batch_size_per_image: int = 256,
+    rpn_positive_fraction: float = 0.5,
+    rpn_score_thresh: float = 0.0,
+    roi_output_size: int = 7,
+    roi_sampling_ratio: int = 2,
+    mask_roi_output_size: int = 14,
+    box_fg_iou_thresh: float = 0.5,
+    box_bg_iou_thresh: float = 0.5,
+    box_batch_size_per_image: int = 512,
+    box_positive_fraction: float = 0.25,
+    bbox_reg_weights=None,
+    score_thresh: float = 0.05,
+    nms_thresh: float = 0.5,
+    detections_per_img: int = 100,
+):
+    v2 = variant == "v2"
+    features = build_features(
+        backbone, neck, weights=weights, variant=variant,
+        default_neck={"out_channels": 256, "extra": "maxpool", "norm": "bn" if v2 else "none"},
+    )
+    body_names, neck_names = _probe(features)
+    default_sizes = _mobilenet_sizes if backbone.type in ("mobilenet_v3", "mobilenet_v2") else _rcnn_sizes
+    anchor_gen = _anchors(anchor_sizes, aspect_ratios, len(neck_names), default_sizes)
+    channels = features.out_channels
+    rpn = _head(rpn_head, heads.rpn_head, in_channels=channels,
+                num_anchors=anchor_gen.num_anchors_per_location()[0],
+                **({} if rpn_head is not None else {"conv_depth": 2 if v2 else 1}))
+    roi_names = [n for n in body_names if n in neck_names]
+    box_pool = MultiScaleRoIAlign(roi_names, roi_output_size, roi_sampling_ratio)
+    box_default = heads.conv_fc_box_head if v2 else heads.two_mlp_box_head
+    bhead = _head(box_head, box_default, in_channels=channels, resolution=roi_output_size)
+    rep = _out_channels(bhead, "box_head")
+    predictor = _head(box_predictor, heads.fast_rcnn_predictor, in_channels=rep, num_classes=num_classes + 1)
+    kwargs = dict(
+        rpn_anchor_generator=anchor_gen,
+        rpn_head=rpn,
+        rpn_pre_nms_top_n_train=rpn_pre_nms_top_n_train,
+        rpn_pre_nms_top_n_test=rpn_pre_nms_top_n_test,
+        rpn_post_nms_top_n_train=rpn_post_nms_top_n_train,
+        rpn_post_nms_top_n_test=rpn_post_nms_top_n_test,
+        rpn_nms_thresh=rpn_nms_thresh,
+        rpn_fg_iou_thresh=rpn_fg_iou_thresh,
+        rpn_bg_iou_thresh=rpn_bg_iou_thresh,
+        rpn_batch_size_per_image=rpn_batch_size_per_image,
+        rpn_positive_fraction=rpn_positive_fraction,
+        rpn_score_thresh=rpn_score_thresh,
+        box_roi_pool=box_pool,
+        box_head=bhead,
+        box_predictor=predictor,
+        box_score_thresh=score_thresh,
+        box_nms_thresh=nms_thresh,
+        box_detections_per_img=detections_per_img,
+        box_fg_iou_thresh=box_fg_iou_thresh,
+        box_bg_iou_thresh=box_bg_iou_thresh,
+        box_batch_size_per_image=box_batch_size_per_image,
+        box_positive_fraction=box_positive_fraction,
+        bbox_reg_weights=tuple(bbox_reg_weights) if bbox_reg_weights is not None else None,
+    )
+    if detector == "mask_rcnn":
+        mask_pool = MultiScaleRoIAlign(roi_names, mask_roi_output_size, roi_sampling_ratio)
+        mhead = _head(mask_head, heads.mask_rcnn_head, in_channels=channels,
+                      **({} if mask_head is not None else {"norm": "bn" if v2 else "none"}))
+        mpred = _head(mask_predictor, heads.mask_rcnn_predictor, in_channels=_out_channels(mhead, "mask_head"),
+                      num_classes=num_classes + 1)
+        model = MaskRCNN(features, None, mask_roi_pool=mask_pool, mask_head=mhead, mask_predictor=mpred, **kwargs)
+    else:
+        model = FasterRCNN(features, None, **kwargs)
+    return _finish(model, detector, weights=weights, backbone_spec=backbone, variant=variant,
+                   min_size=min_size, max_size=max_size, image_mean=image_mean, image_std=image_std,
+                   size_divisible=size_divisible)
+
+
+def _out_channels(module, slot: str) -> int:
+    out = getattr(module, "out_channels", None)
+    if not isinstance(out, int):
+        raise ConfigCheckError(
+            f"the {slot} module ({type(module).__name__}) has no integer 'out_channels' attribute; "
+            f"the predictor after it needs its output size",
+            key=slot,
+        )
+    return out
+
+
+def build_single_stage(
+    detector: str,
+    *,
+    num_classes: int,
+    backbone,
+    neck=None,
+    head=None,
+    variant: str = "v1",
+    weights: str | None = None,
+    min_size=None,
+    max_size: int = 1333,
+    size_divisible: int = 32,
+    image_mean=IMAGENET_MEAN,
+    image_std=IMAGENET_STD,
+    anchor_sizes=None,
+    aspect_ratios=None,
+    score_thresh: float = 0.05,
+    nms_thresh: float = 0.5,
+    detections_per_img: int = 100,
+    topk_candidates: int = 1000,
+    fg_iou_thresh: float = 0.5,
+    bg_iou_thresh: float = 0.4,
+    center_sampling_radius: float = 1.5,
+):
+    v2 = variant == "v2"
+    if detector == "retinanet":
+        default_neck = {"out_channels": 256, "extra": "p6p7_c5" if v2 else "p6p7"}
+    else:
+        default_neck = {"out_channels": 256, "extra": "p6p7"}
+    features = build_features(backbone, neck, weights=weights, variant=variant, default_neck=default_neck)
+    _, neck_names = _probe(features)
+    levels = len(neck_names)
+    channels = features.out_channels
+    if detector == "retinanet":
+        ratios = aspect_ratios if aspect_ratios is not None else (0.5, 1.0, 2.0)
+        anchor_gen = _anchors(anchor_sizes, ratios, levels, _retinanet_sizes)
+        h = _head(head, heads.retinanet_head, in_channels=channels,
+                  num_anchors=anchor_gen.num_anchors_per_location()[0], num_classes=num_classes,
+                  **({} if head is not None else ({"norm": "gn", "box_loss": "giou"} if v2 else {})))
+        model = RetinaNet(
+            features, num_classes, anchor_generator=anchor_gen, head=h, score_thresh=score_thresh,
+            nms_thresh=nms_thresh, detections_per_img=detections_per_img, fg_iou_thresh=fg_iou_thresh,
+            bg_iou_thresh=bg_iou_thresh, topk_candidates=topk_candidates,
+        )
+    else:
+        ratios = aspect_ratios if aspect_ratios is not None else (1.0,)
+        anchor_gen = _anchors(anchor_sizes, ratios, levels, _fcos_sizes)
+        if anchor_gen.num_anchors_per_location()[0] != 1:
+            raise ConfigCheckError("FCOS needs one anchor per location: one size per level and "
+                                   "aspect_ratios = [1.0]", key="anchor_sizes")
+        h = _head(head, heads.fcos_head, in_channels=channels, num_anchors=1, num_classes=num_classes)
+        model = FCOS(
+            features, num_classes, anchor_generator=anchor_gen, head=h,
+            center_sampling_radius=center_sampling_radius, score_thresh=score_thresh, nms_thresh=nms_thresh,
+            detections_per_img=detections_per_img, topk_candidates=topk_candidates,
+        )
+    return _finish(model, detector, weights=weights, backbone_spec=backbone, variant=variant,
+                   min_size=min_size, max_size=max_size, image_mean=image_mean, image_std=image_std,
+                   size_divisible=size_divisible)
+
+
+__all__ = ["FCOS", "BackboneWithNeck", "DetTransform", "FasterRCNN", "MaskRCNN", "RetinaNet",
+           "build_rcnn", "build_single_stage"]

@@ -1,0 +1,197 @@
+"""Pretrained weights: torchvision weights names (resolved through
+torchvision's own enums and loader, so a file already in
+``$TORCH_HOME/hub/checkpoints`` loads with no network) and local state-dict
+files."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from detcore.errors import CheckpointError, ConfigCheckError
+from detcore.models import names
+
+log = logging.getLogger("detcore")
+
+_SKIP = contextvars.ContextVar("detcore_skip_pretrained", default=False)
+
+
+@contextlib.contextmanager
+def skip_pretrained() -> Iterator[None]:
+    """Build models without loading any ``weights`` (backbone or detector):
+    for callers that load a full checkpoint right after building."""
+    token = _SKIP.set(True)
+    try:
+        yield
+    finally:
+        _SKIP.reset(token)
+
+
+def skipping() -> bool:
+    return _SKIP.get()
+
+
+def hub_file(url: str) -> Path:
+    """Where torchvision's loader looks for (and caches) the file of ``url``."""
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url.split("?")[0])
+
+
+def torchvision_state_dict(full_name: str) -> tuple[dict, str]:
+    """``(state dict, file)`` of a torchvision weights entry such as
+    ``"ResNet50_Weights.IMAGENET1K_V1"``, loaded with torchvision's loader.
+    A missing file is downloaded when there is a network; without one the
+    error says which file to put where."""
+    from torchvision.models import get_weight
+
+    weights = get_weight(full_name)
+    path = hub_file(weights.url)
+    cached = path.is_file()
+    try:
+        state = weights.get_state_dict(progress=False, check_hash=not cached)
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        if cached:
+            raise CheckpointError(
+                f"weights file {path} ({full_name}) cannot be loaded ({reason}); it is truncated "
+                f"or corrupt. Delete it and download {weights.url} again."
+            ) from None
+        raise CheckpointError(
+            f"weights {full_name} are not in {path.parent} and could not be downloaded ({reason}). "
+            f"Without network access, download {weights.url} on another machine and put it at "
+            f"{path} (the directory is $TORCH_HOME/hub/checkpoints; TORCH_HOME defaults to "
+            f"~/.cache/torch)."
+        ) from None
+    return state, str(path)
+
+
+def read_state_dict(path: str | os.PathLike, what: str = "weights") -> dict:
+    """A state dict from a local file: a bare state dict, or a checkpoint
+    with a ``state_dict`` or ``model`` entry."""
+    import torch
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(
+            f"{what} file '{path}' does not exist. Give a path to a state-dict file "
+            f"(torch.save(model.state_dict(), path)) or a torchvision weights name."
+        )
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CheckpointError(
+            f"{what} file '{path}' cannot be loaded ({type(exc).__name__}: {first}); it is "
+            f"truncated, corrupt or not written by torch.save."
+        ) from None
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(
+            f"{what} file '{path}' holds {type(obj).__name__}, not a state dict (a dict of tensors)."
+        )
+    return obj
+
+
+_PREFIXES = ("module.", "backbone.body.", "body.", "backbone.")
+
+
+def _strip_prefix(state: dict, own: dict) -> dict:
+    """Drop a wrapper prefix (DDP's ``module.``, a detector's
+    ``backbone.body.``) when that makes the keys fit."""
+    if any(k in own for k in state):
+        return state
+    for prefix in _PREFIXES:
+        stripped = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if stripped and any(k in own for k in stripped):
+            return stripped
+    return state
+
+
+def load_backbone_weights(model, weights: str, arch: str | None, *, head_prefixes: tuple[str, ...] = ()) -> str:
+    """Load ``weights`` (a torchvision weights name for ``arch`` or a local
+    file) into ``model``, a classification network before its head is cut
+    off. Keys must fit exactly, except the classification head
+    (``head_prefixes``), which may be absent. Returns the file loaded."""
+    if names.looks_like_path(weights):
+        state = read_state_dict(weights, "backbone weights")
+        source = str(Path(weights).expanduser())
+    else:
+        if arch is None or arch not in names.BACKBONE_WEIGHTS:
+            raise ConfigCheckError(
+                f"'{weights}' is not a file, and this backbone has no torchvision weights; "
+                f"give a path to a state-dict file",
+                key="weights",
+            )
+        valid = names.backbone_weight_names(arch)
+        if weights not in valid:
+            raise ConfigCheckError(
+                f"unknown weights '{weights}' for {arch}; valid names: {', '.join(valid)}, "
+                f"or a path to a state-dict file",
+                key="weights",
+            )
+        enum = names.BACKBONE_WEIGHTS[arch][0]
+        full = weights if "." in weights else f"{enum}.{weights}"
+        state, source = torchvision_state_dict(full)
+    own = model.state_dict()
+    state = _strip_prefix(state, own)
+    # FrozenBatchNorm2d has no num_batches_tracked; BatchNorm2d files do.
+    ignorable = ("num_batches_tracked",)
+    missing = [k for k in own if k not in state and not k.startswith(head_prefixes)
+               and not k.endswith(ignorable)]
+    unexpected = [k for k in state if k not in own and not k.endswith(ignorable)]
+    shape = [
+        f"{k} ({list(state[k].shape)} in file, {list(own[k].shape)} in model)"
+        for k in own
+        if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or shape:
+        parts = []
+        if shape:
+            parts.append(f"shapes differ for {len(shape)} tensors (e.g. {'; '.join(shape[:3])})")
+        if missing:
+            parts.append(f"{len(missing)} tensors missing (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected tensors (e.g. {', '.join(unexpected[:3])})")
+        raise CheckpointError(
+            f"backbone weights '{source}' do not fit the {arch or type(model).__name__} backbone: "
+            f"{'; '.join(parts)}. The file must hold the state dict of the same architecture "
+            f"(e.g. torchvision's {arch or 'model'}().state_dict())."
+        )
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    log.info("loaded backbone weights from %s", source)
+    return source
+
+
+def load_detector_weights(model, detector: str, weights: str, arch: str | None, variant: str):
+    """Load torchvision COCO weights (or a local file) into a built-in
+    detector with :func:`detcore.weights.load_matching`: tensors whose shape
+    differs (class-dependent layers when ``num_classes`` differs) are skipped
+    and reported. Returns the :class:`~detcore.weights.LoadReport`."""
+    from detcore.weights import load_matching
+
+    if names.looks_like_path(weights):
+        state = read_state_dict(weights, "detector weights")
+        source = str(Path(weights).expanduser())
+    else:
+        try:
+            enum, entry = names.resolve_detector_weights(detector, weights, arch, variant)
+        except ValueError as exc:
+            raise ConfigCheckError(str(exc), key="weights") from None
+        state, source = torchvision_state_dict(f"{enum}.{entry}")
+    report = load_matching(model, state, source)
+    if len(report.loaded) == 0 or len(report.loaded) < len(state) // 2:
+        raise CheckpointError(
+            f"detector weights '{source}' do not fit this {detector}: only {len(report.loaded)} of "
+            f"{len(state)} tensors match by name and shape. Use weights of the same architecture."
+        )
+    log.info(report.summary())
+    return report

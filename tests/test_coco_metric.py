@@ -1,0 +1,182 @@
+"""The coco metric gives exactly what pycocotools gives on the same predictions."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("pycocotools")
+
+from detcore_coco.dataset import CocoDataset  # noqa: E402
+from detcore_coco.metric import CocoMetric, stat_keys  # noqa: E402
+from detcore_coco.shapes import make_shapes  # noqa: E402
+from pycocotools import mask as mask_util  # noqa: E402
+from pycocotools.coco import COCO  # noqa: E402
+from pycocotools.cocoeval import COCOeval  # noqa: E402
+
+from detcore.catalog import Catalog  # noqa: E402
+from detcore.errors import DetcoreError, RunFileError  # noqa: E402
+from detcore.plugins import get_plugin_manager  # noqa: E402
+
+NAMES = ["mAP", "mAP_50", "mAP_75", "mAP_s", "mAP_m", "mAP_l", "AR@1", "AR@10", "AR@100", "AR_s@100", "AR_m@100", "AR_l@100"]
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shapes")
+    make_shapes(str(root), train=0, val=16, size=64, seed=3)
+    return str(root / "val.json"), str(root / "val")
+
+
+def noisy_predictions(ds: CocoDataset, seed: int = 0) -> list[dict]:
+    """Per image: each GT object found with a jittered box and a shifted mask
+    (some with the wrong label), plus clutter; random scores."""
+    rng = np.random.default_rng(seed)
+    preds = []
+    for idx in range(len(ds)):
+        r = ds.records[idx]
+        h, w = r["height"], r["width"]
+        gt = r["boxes"]
+        k = len(gt)
+        boxes = gt + rng.normal(0, 2.0, size=gt.shape)
+        labels = np.where(rng.random(k) < 0.2, rng.integers(0, 3, size=k), r["labels"])
+        masks = [np.roll(ds.coco.annToMask(ds.coco.anns[a]), int(rng.integers(-2, 3)), axis=1) for a in r["ann_ids"]]
+        for _ in range(3):  # clutter
+            x, y = rng.uniform(0, w - 12), rng.uniform(0, h - 12)
+            bw, bh = rng.uniform(4, 12, size=2)
+            boxes = np.concatenate([boxes, [[x, y, x + bw, y + bh]]])
+            labels = np.append(labels, rng.integers(0, 3))
+            m = np.zeros((h, w), dtype=np.uint8)
+            m[int(y): int(y + bh), int(x): int(x + bw)] = 1
+            masks.append(m)
+        n = len(boxes)
+        preds.append({
+            "image_id": r["id"],
+            "boxes": torch.tensor(np.clip(boxes, 0, [w, h, w, h]), dtype=torch.float32),
+            "scores": torch.tensor(rng.uniform(0.05, 1.0, size=n), dtype=torch.float32),
+            "labels": torch.tensor(labels, dtype=torch.int64),
+            # as a model returns them: float [K, 1, H, W] in 0..1
+            "masks": torch.tensor(np.stack(masks)[:, None].astype(np.float32) * 0.9),
+        })
+    return preds
+
+
+def pycocotools_stats(ann_file: str, preds: list[dict], cat_ids: list[int], iou_type: str, img_ids=None) -> np.ndarray:
+    """Direct pycocotools, written independently of detcore_coco."""
+    results = []
+    for p in preds:
+        for box, score, label, mask in zip(p["boxes"].tolist(), p["scores"].tolist(), p["labels"].tolist(), p["masks"]):
+            rec = {"image_id": p["image_id"], "category_id": cat_ids[label], "score": score}
+            if iou_type == "bbox":
+                rec["bbox"] = [box[0], box[1], box[2] - box[0], box[3] - box[1]]
+            else:
+                rle = mask_util.encode(np.asfortranarray((mask[0].numpy() > 0.5).astype(np.uint8)))
+                rle["counts"] = rle["counts"].decode()
+                rec["segmentation"] = rle
+            results.append(rec)
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(ann_file)
+        dt = gt.loadRes(results)
+        ev = COCOeval(gt, dt, iou_type)
+        if img_ids is not None:
+            ev.params.imgIds = img_ids
+        ev.params.catIds = cat_ids
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return ev.stats
+
+
+@pytest.mark.parametrize("iou_type", ["bbox", "segm"])
+def test_equals_direct_pycocotools(shapes, iou_type):
+    ds = CocoDataset(*shapes)
+    preds = noisy_predictions(ds)
+    got = CocoMetric(iou_types=[iou_type], backend="pycocotools").evaluate(preds, ds)
+    want = pycocotools_stats(shapes[0], preds, ds.cat_ids, iou_type)
+    assert list(got) == [f"{iou_type}_{n}" for n in NAMES]
+    assert [got[k] for k in stat_keys(iou_type)] == [float(v) for v in want]
+    assert 0.1 < got[f"{iou_type}_mAP"] < 0.95  # a real, non-trivial number
+
+
+def test_faster_coco_eval_gives_the_same_numbers(shapes):
+    pytest.importorskip("faster_coco_eval")
+    ds = CocoDataset(*shapes)
+    preds = noisy_predictions(ds, seed=1)
+    slow = CocoMetric(iou_types=["bbox", "segm"], backend="pycocotools").evaluate(preds, ds)
+    fast = CocoMetric(iou_types=["bbox", "segm"], backend="faster_coco_eval").evaluate(preds, ds)
+    assert slow.keys() == fast.keys()
+    for k in slow:
+        assert fast[k] == pytest.approx(slow[k], abs=1e-9), k
+    assert CocoMetric(backend="auto").backend == "faster_coco_eval"
+
+
+def test_classes_subset_maps_labels_back_to_category_ids(shapes):
+    # Labels follow `classes`: 0 = triangle (id 3), 1 = rectangle (id 1).
+    ds = CocoDataset(*shapes, classes=["triangle", "rectangle"])
+    assert ds.cat_ids == [3, 1]
+    preds = [p for p in noisy_predictions(CocoDataset(*shapes), seed=2)]
+    remap = {2: 0, 0: 1}  # full-dataset label -> subset label; ellipses dropped
+    for p in preds:
+        keep = torch.tensor([int(lbl) in remap for lbl in p["labels"]], dtype=torch.bool)
+        for k in ("boxes", "scores", "labels", "masks"):
+            p[k] = p[k][keep]
+        p["labels"] = torch.tensor([remap[int(lbl)] for lbl in p["labels"]], dtype=torch.int64)
+    got = CocoMetric(backend="pycocotools").evaluate(preds, ds)
+    want = pycocotools_stats(shapes[0], preds, [3, 1], "bbox", img_ids=ds.img_ids)
+    assert [got[k] for k in stat_keys("bbox")] == [float(v) for v in want]
+
+
+def test_classwise_and_results_dump(shapes, tmp_path):
+    ds = CocoDataset(*shapes)
+    preds = noisy_predictions(ds)
+    prefix = tmp_path / "out" / "results"
+    got = CocoMetric(iou_types=["bbox", "segm"], classwise=True, outfile_prefix=str(prefix), backend="pycocotools").evaluate(preds, ds)
+    for name in ("rectangle", "ellipse", "triangle"):
+        assert 0.0 <= got[f"bbox_AP_{name}"] <= 1.0 and f"segm_AP_{name}" in got
+    # The per-class APs average to mAP.
+    assert np.mean([got[f"bbox_AP_{n}"] for n in ds.class_names]) == pytest.approx(got["bbox_mAP"])
+    bbox = json.loads((tmp_path / "out" / "results.bbox.json").read_text())
+    segm = json.loads((tmp_path / "out" / "results.segm.json").read_text())
+    assert len(bbox) == len(segm) == sum(len(p["scores"]) for p in preds)
+    assert set(bbox[0]) == {"image_id", "category_id", "bbox", "score"} and bbox[0]["category_id"] in ds.cat_ids
+    # The dump is a valid COCO results file: pycocotools loads it.
+    with contextlib.redirect_stdout(io.StringIO()):
+        COCO(shapes[0]).loadRes(str(tmp_path / "out" / "results.segm.json"))
+
+
+def test_no_predictions_wrong_labels_and_missing_masks(shapes):
+    ds = CocoDataset(*shapes)
+    empty = [{"image_id": i, "boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)} for i in ds.img_ids]
+    assert CocoMetric(backend="pycocotools").evaluate(empty, ds)["bbox_mAP"] == 0.0
+    bad = [{"image_id": 1, "boxes": torch.ones(1, 4), "scores": torch.ones(1), "labels": torch.tensor([5])}]
+    with pytest.raises(DetcoreError, match="predicted label 5 but the dataset has 3 classes"):
+        CocoMetric(backend="pycocotools").evaluate(bad, ds)
+    no_masks = [{"image_id": 1, "boxes": torch.ones(1, 4), "scores": torch.ones(1), "labels": torch.tensor([0])}]
+    with pytest.raises(DetcoreError, match="'segm' but the predictions carry no masks"):
+        CocoMetric(iou_types=["segm"], backend="pycocotools").evaluate(no_masks, ds)
+    unknown = [{"image_id": 999, "boxes": torch.ones(1, 4), "scores": torch.ones(1), "labels": torch.tensor([0])}]
+    with pytest.raises(DetcoreError, match="image_id 999, which is not in the dataset's annotation file"):
+        CocoMetric(backend="pycocotools").evaluate(unknown, ds)
+    small = [{"image_id": 1, "boxes": torch.ones(1, 4), "scores": torch.ones(1), "labels": torch.tensor([0]),
+              "masks": torch.ones(1, 1, 32, 32)}]
+    with pytest.raises(DetcoreError, match="masks of image 1 are 32x32 but the image is 64x64"):
+        CocoMetric(iou_types=["segm"], backend="pycocotools").evaluate(small, ds)
+    with pytest.raises(DetcoreError, match="needs a dataset with a 'coco' attribute"):
+        CocoMetric().evaluate(no_masks, torch.utils.data.TensorDataset(torch.zeros(1)))
+
+
+def test_metric_table_is_checked():
+    catalog = Catalog.from_plugin_manager(get_plugin_manager())
+    catalog.validate("metric", {"type": "coco", "iou_types": ["bbox", "segm"], "classwise": True}, "metrics[0]")
+    with pytest.raises(RunFileError) as err:
+        catalog.validate("metric", {"type": "coco", "iou_types": ["box"]}, "metrics[0]")
+    assert err.value.key == "metrics[0].iou_types" and "'bbox'" in str(err.value)
+    with pytest.raises(RunFileError, match="expected one of 'auto', 'pycocotools', 'faster_coco_eval'"):
+        catalog.validate("metric", {"type": "coco", "backend": "fast"}, "metrics[0]")
+    with pytest.raises(RunFileError, match="repeats an entry"):
+        catalog.validate("metric", {"type": "coco", "iou_types": ["bbox", "bbox"]}, "metrics[0]")

@@ -1,0 +1,263 @@
+"""detcore.engine.dist: launcher detection, Slurm/torchrun set-up, the
+``--nproc`` launcher (free port, taken port, failing ranks, concurrent jobs)
+and gather/share that outlive the collective timeout.
+
+The slow tests run real torch.distributed (gloo, 2 processes) through the
+test-only ``dist-probe`` command in tests/dist_plugins.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from detcore.engine import dist
+from detcore.errors import DetcoreError
+
+PLUGINS = Path(__file__).parent / "dist_plugins"
+
+
+def probe_env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "TORCHELASTIC_"))}
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    env["PYTHONPATH"] = os.pathsep.join([str(PLUGINS), env.get("PYTHONPATH", "")])
+    env["OMP_NUM_THREADS"] = "1"
+    env.update(extra)
+    return env
+
+
+def probe_cmd(out: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "detcore", "-p", "detcore_dist_probe", "dist-probe", "--out", str(out), *args]
+
+
+def run_probe(out: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(probe_cmd(out, *args), env=probe_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def records(out: Path) -> list[dict]:
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+
+
+def check_two_ranks(recs: list[dict], launcher: str) -> None:
+    assert [r["rank"] for r in recs] == [0, 1]
+    assert all(r["world_size"] == 2 and r["launcher"] == launcher and r["backend"] == "gloo" for r in recs)
+    # gather_to_main: rank 0 gets every rank's (uneven) payload in rank order, the others None.
+    assert recs[0]["gathered"] == [[0], [1, 1]]
+    assert recs[1]["gathered"] is None
+    # share_from_main: rank 0's result everywhere.
+    assert recs[0]["shared"] == recs[1]["shared"] == {"total": 3, "ranks": [0, 1]}
+    assert recs[0]["after"] == recs[1]["after"] == [0, 1]
+
+
+# --------------------------------------------------------------------------
+# Fast unit tests
+# --------------------------------------------------------------------------
+
+
+def test_detect_launcher():
+    assert dist.detect_launcher({}) == "none"
+    assert dist.detect_launcher({"RANK": "0", "WORLD_SIZE": "2"}) == "torchrun"
+    assert dist.detect_launcher({"TORCHELASTIC_RUN_ID": "x"}) == "torchrun"
+    step = {"SLURM_PROCID": "1", "SLURM_NTASKS": "4", "SLURM_STEP_ID": "0"}
+    assert dist.detect_launcher(step) == "slurm"
+    # The sbatch script itself (no srun step) must not wait for other ranks.
+    assert dist.detect_launcher({"SLURM_PROCID": "0", "SLURM_NTASKS": "4"}) == "none"
+    # One task: nothing to coordinate.
+    assert dist.detect_launcher({**step, "SLURM_NTASKS": "1"}) == "none"
+    # torchrun inside an allocation wins over Slurm's variables.
+    assert dist.detect_launcher({**step, "RANK": "0", "WORLD_SIZE": "8"}) == "torchrun"
+
+
+@pytest.mark.parametrize(
+    "nodelist, first",
+    [
+        ("node1", "node1"),
+        ("gpu[003-004,9],cpu1", "gpu003"),
+        ("a1,b2", "a1"),
+        ("rack[2-3]-n[07-08]", "rack2-n07"),
+        ("x[5,7-9]", "x5"),
+    ],
+)
+def test_slurm_first_host(nodelist, first):
+    assert dist.slurm_first_host(nodelist) == first
+
+
+def test_slurm_env():
+    env = {
+        "SLURM_PROCID": "5",
+        "SLURM_NTASKS": "8",
+        "SLURM_LOCALID": "1",
+        "SLURM_JOB_NODELIST": "dgx[07-08]",
+        "SLURM_JOB_ID": "123456",
+        "SLURM_NTASKS_PER_NODE": "4(x2)",
+    }
+    out = dist.slurm_env(env)
+    assert out["RANK"] == "5" and out["WORLD_SIZE"] == "8" and out["LOCAL_RANK"] == "1"
+    assert out["LOCAL_WORLD_SIZE"] == "4"
+    # No scontrol here: the node list is parsed.
+    assert out["MASTER_ADDR"] == "dgx07"
+    assert out["MASTER_PORT"] == str(dist.slurm_master_port("123456"))
+    # Two jobs on one node get different ports; every task of a job the same one.
+    assert dist.slurm_master_port("123456") != dist.slurm_master_port("123457")
+    assert 10000 <= dist.slurm_master_port("123456") < 30000
+    # Explicit settings win; the step's own task count wins over the job's.
+    out = dist.slurm_env({**env, "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "4242", "SLURM_STEP_NUM_TASKS": "2"})
+    assert (out["MASTER_ADDR"], out["MASTER_PORT"], out["WORLD_SIZE"]) == ("10.0.0.1", "4242", "2")
+    with pytest.raises(DetcoreError, match="srun"):
+        dist.slurm_env({"SLURM_NTASKS": "2"})
+
+
+def test_init_distributed_errors(monkeypatch):
+    for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(k, raising=False)
+    with pytest.raises(DetcoreError, match="torchrun --nproc-per-node"):
+        dist.init_distributed("torchrun", "auto", "cpu")
+    with pytest.raises(DetcoreError, match="unknown launcher"):
+        dist.init_distributed("mpi", "auto", "cpu")
+    info, device = dist.init_distributed("none", "auto", "cpu")
+    assert (info.world_size, info.is_main, info.distributed, device.type) == (1, True, False, "cpu")
+    # Single process: every helper is a pass-through.
+    assert dist.gather_to_main("x") == ["x"]
+    assert dist.share_from_main(3) == 3
+    assert dist.all_gather_object(1) == [1]
+    dist.barrier(timeout_s=5)
+
+
+def test_strip_launch_args():
+    argv = ["train", "r.toml", "--nproc", "2", "--launcher=none", "--seed", "3", "--nproc=4", "--launcher", "slurm"]
+    assert dist.strip_launch_args(argv) == ["train", "r.toml", "--seed", "3"]
+
+
+def test_check_port_free_names_the_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(dist.PortInUseError) as exc:
+            dist.check_port_free(port)
+    msg = str(exc.value)
+    assert "\n" not in msg and f"port {port}" in msg and "dist.port" in msg
+    dist.check_port_free(port)  # released: free again
+
+
+# --------------------------------------------------------------------------
+# Real processes (gloo, 2 ranks)
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_slow_rank0_work_outlives_collective_timeout(tmp_path):
+    """MMDetection #11096: rank 0 evaluates for longer than the collective
+    timeout; the other ranks wait in share_from_main (eval timeout) and the
+    job completes. The negative control shows the same wait on the default
+    group does time out, so the test can fail."""
+    out = tmp_path / "ok"
+    res = run_probe(out, "--nproc", "2", "--timeout-s", "1", "--eval-timeout-s", "60", "--slow", "2.5")
+    assert res.returncode == 0, res.stderr[-3000:]
+    recs = records(out)
+    check_two_ranks(recs, "torchrun")
+    assert recs[1]["waited_s"] > 1.5  # waited past the 1 s collective timeout
+
+    res = run_probe(tmp_path / "plain", "--nproc", "2", "--timeout-s", "1", "--slow", "2.5", "--plain-share")
+    assert res.returncode != 0
+    assert "Timed out" in res.stderr or "timed out" in res.stderr
+
+
+@pytest.mark.slow
+def test_failing_rank_ends_the_job_with_its_error(tmp_path):
+    t0 = time.monotonic()
+    res = run_probe(tmp_path, "--nproc", "2", "--fail-rank", "1", timeout=90)
+    elapsed = time.monotonic() - t0
+    assert res.returncode == 1
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("detcore: error: rank 1 of 2 failed with exit code 1: RuntimeError: probe failure on rank 1")
+    assert "Worker logs:" in last
+    assert elapsed < 60
+
+
+@pytest.mark.slow
+def test_killed_rank_ends_the_job(tmp_path):
+    res = run_probe(tmp_path, "--nproc", "2", "--kill-rank", "0", timeout=90)
+    assert res.returncode == 128 + 9
+    assert "rank 0 of 2 failed with exit code -9: killed by SIGKILL" in res.stderr
+
+
+@pytest.mark.slow
+def test_taken_explicit_port_is_a_one_line_error(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        res = run_probe(tmp_path, "--nproc", "2", "--port", str(port))
+    assert res.returncode == 1
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert lines == [dist.port_in_use_message(port).join(["detcore: error: ", ""])]
+    assert not list(tmp_path.glob("rank*.json"))
+
+
+@pytest.mark.slow
+def test_two_concurrent_nproc_jobs_both_finish(tmp_path):
+    """MMDetection #261 / Detectron2 #91: two jobs started at once on one
+    machine each get their own port."""
+    outs = [tmp_path / "a", tmp_path / "b"]
+    procs = [
+        subprocess.Popen(probe_cmd(o, "--nproc", "2"), env=probe_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for o in outs
+    ]
+    results = [p.communicate(timeout=180) for p in procs]
+    for p, (_, err) in zip(procs, results):
+        assert p.returncode == 0, err[-3000:]
+    ports = set()
+    for o in outs:
+        recs = records(o)
+        check_two_ranks(recs, "torchrun")
+        ports.add(recs[0]["master_port"])
+    assert len(ports) == 2
+
+
+@pytest.mark.slow
+def test_under_torchrun(tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *probe_cmd(tmp_path)[1:]]
+    res = subprocess.run(cmd, env=probe_env(), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    check_two_ranks(records(tmp_path), "torchrun")
+
+
+@pytest.mark.slow
+def test_under_slurm_environment(tmp_path):
+    """What srun gives each task: no torchrun variables, Slurm's instead; the
+    master address comes from the node list, the port from the job id."""
+    port = dist.free_port()
+    while not 10000 <= port < 30000:  # a port slurm_master_port can produce
+        port = 10000 + port % 20000
+        try:
+            dist.check_port_free(port)
+        except DetcoreError:
+            port = dist.free_port()
+    job_id = str(port - 10000 + 20000 * 7)
+    assert dist.slurm_master_port(job_id) == port
+    procs = []
+    for rank in range(2):
+        env = probe_env(
+            SLURM_PROCID=str(rank),
+            SLURM_LOCALID=str(rank),
+            SLURM_NTASKS="2",
+            SLURM_STEP_ID="0",
+            SLURM_JOB_ID=job_id,
+            SLURM_JOB_NODELIST="localhost",
+        )
+        procs.append(subprocess.Popen(probe_cmd(tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = [p.communicate(timeout=120) for p in procs]
+    for p, (_, err) in zip(procs, results):
+        assert p.returncode == 0, err[-3000:]
+    recs = records(tmp_path)
+    check_two_ranks(recs, "slurm")
+    assert recs[0]["master_port"] == str(port)

@@ -1,0 +1,252 @@
+"""``detcore train`` on 2 processes (CPU, gloo, real torch.distributed,
+started by ``--nproc 2``) against a single process with the same global
+batch: parameters, evaluation, resume, a failing rank, a slow metric, two
+jobs at once and a taken port.
+
+The runs are shared by the tests (module-scoped fixtures); the detector,
+metric and hooks are the test plugin tests/dist_plugins/detcore_dist_testkit.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+PLUGINS = Path(__file__).parent / "dist_plugins"
+MAX_ITERS = 8
+VAL_SIZE = 7  # odd: does not divide by the world size
+COLLECTIVE_TIMEOUT_S = 5
+SLOW_METRIC_S = 6  # longer than the collective timeout
+
+
+def run_file(path: Path, *, batch_size: int, sleep_s: float = 0, hooks: str = "") -> Path:
+    path.write_text(
+        f"""
+seed = 0
+plugins = ["detcore_dist_testkit"]
+device = "cpu"
+
+[model]
+type = "dist_tiny_det"
+num_classes = 3
+
+[data]
+batch_size = {batch_size}
+workers = 0
+aspect_ratio_grouping = false
+
+[data.train]
+type = "synthetic"
+num_images = 16
+image_size = 32
+seed = 1
+
+[data.val]
+type = "synthetic"
+num_images = {VAL_SIZE}
+image_size = 32
+seed = 2
+
+[optimizer]
+type = "sgd"
+lr = 0.05
+momentum = 0.9
+weight_decay = 1e-4
+
+[lr_schedule]
+type = "constant"
+warmup = "none"
+
+[train]
+max_iters = {MAX_ITERS}
+val_interval = 4
+log_interval = 1
+
+[checkpoint]
+interval = 4
+keep = -1
+
+[dist]
+timeout_s = {COLLECTIVE_TIMEOUT_S}
+eval_timeout_s = 120
+
+[[metrics]]
+type = "prediction_summary"
+sleep_s = {sleep_s}
+sleep_calls = 1
+
+[[hooks]]
+type = "save_params"
+{hooks}"""
+    )
+    return path
+
+
+def env() -> dict:
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "TORCHELASTIC_"))}
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        e.pop(k, None)
+    e["PYTHONPATH"] = os.pathsep.join([str(PLUGINS), e.get("PYTHONPATH", "")])
+    e["OMP_NUM_THREADS"] = "1"
+    return e
+
+
+def train_cmd(run: Path, work_dir: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "detcore", "train", str(run), "--work-dir", str(work_dir), *args]
+
+
+def start(run: Path, work_dir: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        train_cmd(run, work_dir, *args), env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def finish(proc: subprocess.Popen, timeout: float = 240) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def params(work_dir: Path, rank: int) -> dict:
+    import torch
+
+    return torch.load(work_dir / f"params_rank{rank}.pt", weights_only=True)
+
+
+def scalars(work_dir: Path, mode: str) -> dict[int, dict]:
+    rows = [json.loads(line) for line in (work_dir / "scalars.jsonl").read_text().splitlines()]
+    return {r["iter"]: r for r in rows if r.get("mode") == mode}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """straight: 2 x 2 images, a slow metric; stopped: the same run stopped
+    after iteration 4 (started at the same moment: two --nproc 2 jobs on one
+    machine); single: 1 x 4 images; resumed: ``stopped`` resumed to the end."""
+    d = tmp_path_factory.mktemp("dist_train")
+    straight = run_file(d / "straight.toml", batch_size=2, sleep_s=SLOW_METRIC_S)
+    fast = run_file(d / "fast.toml", batch_size=2)
+    stop = run_file(d / "stop.toml", batch_size=2, hooks='[[hooks]]\ntype = "stop_at"\niteration = 4\n')
+    single = run_file(d / "single.toml", batch_size=4)
+    out = {"dir": d}
+    t0 = time.monotonic()
+    procs = {"straight": start(straight, d / "straight", "--nproc", "2"), "stopped": start(stop, d / "stopped", "--nproc", "2")}
+    out.update({name: finish(p) for name, p in procs.items()})
+    out["concurrent_s"] = time.monotonic() - t0
+    out["single"] = finish(start(single, d / "single"))
+    out["resumed"] = finish(start(fast, d / "stopped", "--nproc", "2", "--resume", "auto"))
+    return out
+
+
+def ok(result) -> None:
+    rc, _, err = result
+    assert rc == 0, err[-4000:]
+
+
+def test_two_concurrent_nproc_jobs_both_finish(runs):
+    """Issue 12.6 (MMDetection #261): two --nproc 2 jobs started at once on
+    one machine each pick their own free port."""
+    ok(runs["straight"])
+    ok(runs["stopped"])
+    assert max(scalars(runs["dir"] / "straight", "train")) == MAX_ITERS
+    assert max(scalars(runs["dir"] / "stopped", "train")) >= 4
+
+
+def test_parameters_identical_on_ranks_and_match_single_process(runs):
+    import torch
+
+    ok(runs["straight"])
+    ok(runs["single"])
+    d = runs["dir"]
+    r0, r1, single = params(d / "straight", 0), params(d / "straight", 1), params(d / "single", 0)
+    assert r0.keys() == r1.keys() == single.keys()
+    for k in r0:
+        assert torch.equal(r0[k], r1[k]), k
+        torch.testing.assert_close(r0[k], single[k], rtol=1e-4, atol=1e-5, msg=k)
+    # The model did move away from the start (so the comparison means something).
+    init = run_losses = scalars(d / "straight", "train")
+    assert run_losses[MAX_ITERS]["loss"] < init[1]["loss"]
+    # Same global batch: the logged losses follow the single-process run.
+    single_losses = scalars(d / "single", "train")
+    for it in range(1, MAX_ITERS + 1):
+        assert run_losses[it]["loss"] == pytest.approx(single_losses[it]["loss"], rel=0.25)
+
+
+def test_distributed_eval_equals_single_process_on_odd_val_set(runs):
+    ok(runs["straight"])
+    ok(runs["single"])
+    dist_val = scalars(runs["dir"] / "straight", "val")
+    single_val = scalars(runs["dir"] / "single", "val")
+    assert sorted(dist_val) == sorted(single_val) == [4, MAX_ITERS]
+    for it, row in dist_val.items():
+        # Every image once: none dropped, none duplicated by sampler padding.
+        assert row["n_predictions"] == row["n_images"] == row["dataset_len"] == VAL_SIZE
+        assert row["n_dets"] == single_val[it]["n_dets"]
+        for key in ("score_sum", "box_sum", "top_score"):
+            assert row[key] == pytest.approx(single_val[it][key], rel=1e-4), (it, key)
+
+
+def test_slow_metric_longer_than_collective_timeout_completes(runs):
+    """Issue 12.5 (MMDetection #11096): rank 0 computes a metric for longer
+    than the collective timeout; the other rank waits for it and training
+    goes on after the validation (more DDP iterations, another validation)."""
+    ok(runs["straight"])
+    d = runs["dir"] / "straight"
+    assert SLOW_METRIC_S > COLLECTIVE_TIMEOUT_S
+    log = next(d.glob("*.log")).read_text()
+    assert "timeout_s = 5" in (d / "resolved.toml").read_text()
+    assert sorted(scalars(d, "val")) == [4, MAX_ITERS]
+    assert set(range(5, MAX_ITERS + 1)) <= set(scalars(d, "train"))
+    assert "Timed out" not in log and "timed out" not in runs["straight"][2]
+
+
+def test_resume_two_process_continues_same_trajectory(runs):
+    import torch
+
+    ok(runs["stopped"])
+    ok(runs["resumed"])
+    d = runs["dir"]
+    straight_losses = scalars(d / "straight", "train")
+    resumed_losses = scalars(d / "stopped", "train")
+    assert "resumed from" in runs["resumed"][1] + runs["resumed"][2]
+    for it in range(5, MAX_ITERS + 1):
+        assert resumed_losses[it]["loss"] == straight_losses[it]["loss"], it
+    straight, r0, r1 = params(d / "straight", 0), params(d / "stopped", 0), params(d / "stopped", 1)
+    for k in straight:
+        assert torch.equal(r0[k], r1[k]), k
+        assert torch.equal(r0[k], straight[k]), k
+
+
+def test_failing_rank_ends_the_job_with_its_error(tmp_path):
+    run = run_file(tmp_path / "fail.toml", batch_size=2, hooks='[[hooks]]\ntype = "fail_on_rank"\nrank = 1\nat_iter = 2\n')
+    t0 = time.monotonic()
+    rc, _, err = finish(start(run, tmp_path / "w", "--nproc", "2"), timeout=120)
+    elapsed = time.monotonic() - t0
+    assert rc != 0
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("detcore: error: rank 1 of 2 failed with exit code 1: ")
+    assert "RuntimeError: injected failure on rank 1 at iteration 2" in last
+    assert elapsed < 90  # no hang until a collective timeout
+
+
+def test_taken_port_is_a_one_line_error(tmp_path):
+    run = run_file(tmp_path / "r.toml", batch_size=2)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        rc, out, err = finish(start(run, tmp_path / "w", "--nproc", "2", "--set", f"dist.port={port}"), timeout=60)
+    assert rc != 0
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"detcore: error: port {port} (dist.port) is already in use")
+    assert "--set dist.port=" in lines[0]
+    assert not (tmp_path / "w").exists()

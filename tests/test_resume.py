@@ -1,0 +1,112 @@
+"""Exact resume: stopped (by a hook or by SIGTERM) and resumed runs end with
+the same weights, bit for bit, as an uninterrupted one, and log the same
+losses; resuming mid-epoch skips the seen samples without loading them."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent / "runner_plugins"))
+
+from runner_testutil import cli, cli_subprocess, scalars, weights, write_run  # noqa: E402
+
+STOP = """
+[[hooks]]
+type = "stop_at"
+at_iter = {at}
+"""
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    different = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert not different, f"weights differ: {different}"
+
+
+def losses_by_iter(work_dir: Path) -> dict[int, tuple]:
+    # The last line per iteration wins (an interrupted run may have logged
+    # iterations past its checkpoint before a resumed run logs them again).
+    out = {}
+    for r in scalars(work_dir):
+        out[r["iter"]] = (r["loss"], r["loss_cls"], r["loss_box"], r["lr"])
+    return out
+
+
+def test_stop_mid_epoch_and_resume_is_bit_exact(tmp_path):
+    straight = write_run(tmp_path, name="straight.toml", extra="[[hooks]]\ntype = \"recorder\"\n")
+    stopped = write_run(tmp_path, name="stopped.toml", extra="[[hooks]]\ntype = \"recorder\"\n" + STOP.format(at=6))
+    # 8 images, batch 2: 4 iterations per epoch; iteration 6 is in the middle of epoch 2.
+    assert cli("train", str(straight), "--work-dir", str(tmp_path / "a"), "--deterministic") == 0
+    assert cli("train", str(stopped), "--work-dir", str(tmp_path / "b"), "--deterministic") == 0
+    assert (tmp_path / "b" / "iter_6.pth").exists()
+    assert not (tmp_path / "b" / "epoch_2.pth").exists()
+    assert cli("train", str(straight), "--work-dir", str(tmp_path / "b"), "--deterministic", "--resume", "auto") == 0
+    assert_same_weights(tmp_path / "a" / "epoch_2.pth", tmp_path / "b" / "epoch_2.pth")
+    a, b = losses_by_iter(tmp_path / "a"), losses_by_iter(tmp_path / "b")
+    assert sorted(a) == sorted(b) == list(range(1, 9))
+    assert a == b
+    # The hook's state travelled through the checkpoint: its counter
+    # continued from 6, as in the straight run.
+    rec_a = [r["recorder_count"] for r in scalars(tmp_path / "a")]
+    rec_b = [r["recorder_count"] for r in scalars(tmp_path / "b")][-2:]
+    assert rec_b == rec_a[-2:] == [7, 8]
+
+
+def test_resume_skips_seen_samples_without_loading_them(tmp_path):
+    from runner_testkit import LOADED
+
+    extra_ds = "\n[data.train]\ntype = \"counting_synthetic\"\nnum_images = 8\n"
+    base = write_run(tmp_path, name="base.toml").read_text()
+    # Replace the synthetic training set by the counting one.
+    text = re.sub(r"\[data.train\].*?\n\n", "", base, flags=re.S) + extra_ds
+    (tmp_path / "count.toml").write_text(text)
+    (tmp_path / "count_stop.toml").write_text(text + STOP.format(at=7))
+    LOADED.clear()
+    assert cli("train", str(tmp_path / "count.toml"), "--work-dir", str(tmp_path / "a")) == 0
+    straight = list(LOADED)
+    assert len(straight) == 16
+    LOADED.clear()
+    assert cli("train", str(tmp_path / "count_stop.toml"), "--work-dir", str(tmp_path / "b")) == 0
+    assert LOADED == straight[:14]
+    LOADED.clear()
+    assert cli("train", str(tmp_path / "count.toml"), "--work-dir", str(tmp_path / "b"), "--resume", "auto") == 0
+    # Iteration 7 of 8 was the third batch of epoch 2: only the last batch is
+    # loaded after resuming, the same two images the straight run used.
+    assert LOADED == straight[14:]
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoint_and_resume_in_subprocesses(tmp_path):
+    sched = "max_iters = 6"
+    plain = write_run(tmp_path, name="plain.toml", schedule=sched, workers=1, ckpt_interval=100)
+    sig = write_run(
+        tmp_path, name="sig.toml", schedule=sched, workers=1, ckpt_interval=100,
+        extra="[[hooks]]\ntype = \"signal_at\"\nat_iter = 3\nsignal = \"SIGTERM\"\n",
+    )
+    r = cli_subprocess("train", str(plain), "--work-dir", "a", "--deterministic", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr + r.stdout
+    r = cli_subprocess("train", str(sig), "--work-dir", "b", "--deterministic", cwd=tmp_path)
+    assert r.returncode == 143, r.stderr + r.stdout
+    out = r.stdout + r.stderr
+    assert "SIGTERM" in out and "iter_3.pth" in out
+    hint = re.search(r"resume with: (.*)", out).group(1)
+    assert "--resume" in hint and "b/iter_3.pth" in hint
+    assert not (tmp_path / "b" / "iter_6.pth").exists()
+    r = cli_subprocess("train", str(plain), "--work-dir", "b", "--deterministic", "--resume", "b/iter_3.pth", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert_same_weights(tmp_path / "a" / "iter_6.pth", tmp_path / "b" / "iter_6.pth")
+    assert losses_by_iter(tmp_path / "a") == losses_by_iter(tmp_path / "b")

@@ -1,0 +1,256 @@
+"""Run files: extends, deep merge, --set overrides, validation against the
+catalog, and the errors a user gets (through real ``detcore`` processes)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from detcore.errors import RunFileError
+from detcore.plugins import get_plugin_manager
+from detcore.runfile import load_raw, load_run
+from detcore.runfile.loader import merge, parse_override
+
+FIXTURES = Path(__file__).parent / "fixtures"
+GOOD = FIXTURES / "good.toml"
+DETCORE = Path(sys.executable).with_name("detcore")
+
+
+def detcore(*args, cwd=FIXTURES) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(DETCORE), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.fixture()
+def pm():
+    # A plugin manager with the fixture plugin and without installed entry
+    # points, so these tests see the same catalog whatever else is installed.
+    return get_plugin_manager(["fx_components"], search_dirs=[str(FIXTURES)], entrypoints=False)
+
+
+# ----------------------------------------------------------------------
+# loading and merging
+# ----------------------------------------------------------------------
+
+
+def test_extends_deep_merges_and_records_origins(pm):
+    run = load_run(GOOD, pm=pm)
+    cfg = run.cfg
+    assert cfg.model["type"] == "fx_detector"
+    assert cfg.model["score_thresh"] == 0.1  # from good.toml
+    assert cfg.model["backbone"] == {"type": "fx_backbone", "depth": 18}  # from base.toml
+    assert cfg.data.train["root"] == "data/train" and cfg.data.val["root"] == "data/val"
+    assert cfg.seed == 1 and cfg.train.max_epochs == 2
+    assert cfg.hooks == [{"type": "fx_hook", "every": 2}]
+    assert run.raw.file_of("model.backbone.depth").endswith("base.toml")
+    assert run.raw.file_of("model.score_thresh").endswith("good.toml")
+    assert run.work_dir == Path("work_dirs/good")
+
+
+def test_overrides_are_toml_values(pm):
+    run = load_run(
+        GOOD,
+        [
+            "optimizer.lr=0.02",
+            'data.train.classes=["a","b"]',
+            "work_dir=out/x",
+            "hooks.0.every=5",
+            "model.backbone.norm='gn'",
+            "train.amp=\"bf16\"",
+        ],
+        pm=pm,
+    )
+    assert run.cfg.optimizer.lr == 0.02
+    assert run.cfg.data.train["classes"] == ["a", "b"]
+    assert run.cfg.work_dir == "out/x"
+    assert run.cfg.hooks[0]["every"] == 5
+    assert run.cfg.model["backbone"]["norm"] == "gn"
+    assert run.cfg.train.amp == "bf16"
+    assert run.raw.file_of("optimizer.lr") == "--set"
+
+
+def test_extends_list_applies_bases_in_order(tmp_path):
+    (tmp_path / "a.toml").write_text("seed = 1\n[optimizer]\nlr = 0.1\nmomentum = 0.5\n")
+    (tmp_path / "b.toml").write_text("seed = 2\n[optimizer]\nlr = 0.2\n")
+    (tmp_path / "run.toml").write_text('extends = ["a.toml", "b.toml"]\n[optimizer]\nweight_decay = 0.0\n')
+    data = load_raw(tmp_path / "run.toml").data
+    assert data == {"seed": 2, "optimizer": {"lr": 0.2, "momentum": 0.5, "weight_decay": 0.0}}
+
+
+def test_merge_replaces_a_table_whose_type_changes():
+    base = {"model": {"backbone": {"type": "resnet", "depth": 50}, "num_classes": 3}}
+    merge(base, {"model": {"backbone": {"type": "tiny", "width": 8}}})
+    assert base["model"]["backbone"] == {"type": "tiny", "width": 8}
+    merge(base, {"model": {"backbone": {"_replace_": True, "type": "tiny"}}})
+    assert base["model"] == {"backbone": {"type": "tiny"}, "num_classes": 3}
+
+
+@pytest.mark.parametrize(
+    ("item", "expected"),
+    [
+        ("optimizer.lr=0.02", (["optimizer", "lr"], 0.02)),
+        ("seed=3", (["seed"], 3)),
+        ("train.amp=bf16", (["train", "amp"], "bf16")),
+        ('data.train.classes=["a","b"]', (["data", "train", "classes"], ["a", "b"])),
+        ("model.backbone={ type = 'tiny' }", (["model", "backbone"], {"type": "tiny"})),
+        ("train.deterministic=true", (["train", "deterministic"], True)),
+    ],
+)
+def test_parse_override(item, expected):
+    assert parse_override(item) == expected
+
+
+@pytest.mark.parametrize("item", ["seed", "=3", "a..b=1", "seed=[1,", "work_dir=two words"])
+def test_parse_override_rejects_bad_syntax(item):
+    with pytest.raises(RunFileError) as info:
+        parse_override(item)
+    assert info.value.file == "--set" and item in str(info.value)
+
+
+def test_plugins_list_is_found_next_to_the_file_that_names_it(tmp_path, pm):
+    # good.toml's base names plugins = ["fx_components"]; the run file that
+    # extends it lives elsewhere.
+    (tmp_path / "run.toml").write_text(f'extends = "{GOOD.as_posix()}"\nseed = 7\n')
+    run = load_run(tmp_path / "run.toml", pm=get_plugin_manager(entrypoints=False))
+    assert run.cfg.seed == 7 and run.pm.has_plugin("fx_components")
+
+
+def test_component_tables_are_checked_in_process(pm):
+    with pytest.raises(RunFileError) as info:
+        load_run(GOOD, ["model.neck.out_chanels=3"], pm=pm)
+    assert info.value.key == "model.neck.out_chanels"
+    assert "did you mean 'out_channels'" in str(info.value)
+
+
+def test_args_the_parent_provides_are_not_required(pm):
+    # fx_neck needs in_channels, which fx_detector passes itself
+    # (Sub["neck", "in_channels"]): the run file must not be asked for it.
+    run = load_run(GOOD, pm=pm)
+    assert "in_channels" not in run.cfg.model["neck"]
+    with pytest.raises(RunFileError, match="needs argument 'num_classes'"):
+        load_run(GOOD, ["model={ type = 'fx_detector', backbone = { type = 'fx_backbone' } }"], pm=pm)
+
+
+# ----------------------------------------------------------------------
+# errors through real `detcore` processes: exit 2, no traceback, file + key
+# ----------------------------------------------------------------------
+
+GOOD_REF = f'extends = "{GOOD.as_posix()}"\n'
+
+# name -> (run file text, extra args, things stderr must contain)
+ERRORS = {
+    "unknown top-level key": (GOOD_REF + "seeed = 3\n", [], ["key 'seeed'", "did you mean 'seed'"]),
+    "unknown nested key": (
+        GOOD_REF + "[optimizer]\nlrr = 0.1\n",
+        [],
+        ["key 'optimizer.lrr'", "did you mean 'lr'"],
+    ),
+    "unknown component argument": (
+        GOOD_REF + "[model.backbone]\ndept = 50\n",
+        [],
+        ["key 'model.backbone.dept'", "did you mean 'depth'", "Its arguments are: depth"],
+    ),
+    "wrong type in a component": (
+        GOOD_REF + '[model.backbone]\ndepth = "50"\n',
+        [],
+        ["key 'model.backbone.depth'", "expected an integer", "'50'"],
+    ),
+    "wrong type at the top level": (
+        GOOD_REF + '[train]\nmax_epochs = "twelve"\n',
+        [],
+        ["key 'train.max_epochs'", "expected an integer"],
+    ),
+    "value outside a Literal": (
+        GOOD_REF + '[model.backbone]\nnorm = "bm"\n',
+        [],
+        ["key 'model.backbone.norm'", "'bn', 'gn'"],
+    ),
+    "unknown component type": (
+        GOOD_REF + '[model.backbone]\ntype = "fx_backbon"\n',
+        [],
+        ["key 'model.backbone.type'", "unknown backbone 'fx_backbon'", "did you mean 'fx_backbone'"],
+    ),
+    "unknown runner hook type": (
+        GOOD_REF + '[[hooks]]\ntype = "fx_hok"\n',
+        [],
+        ["key 'hooks[0].type'", "did you mean 'fx_hook'"],
+    ),
+    "unknown transform in a nested list": (
+        GOOD_REF + '[data.train]\ntransforms = [{ type = "random_horizontal_flip" }, { type = "resise" }]\n',
+        [],
+        ["key 'data.train.transforms[1].type'", "did you mean 'resize'"],
+    ),
+    "bad extends path": (
+        'extends = "bases/missing.toml"\n',
+        [],
+        ["key 'extends'", "bases/missing.toml", "not found"],
+    ),
+    "malformed TOML": ("seed = 1\n[model\ntype = 'x'\n", [], ["invalid TOML", "line 2, column"]),
+    "set without =": (GOOD_REF, ["--set", "optimizer.lr"], ["--set", "optimizer.lr", "KEY=VALUE"]),
+    "set with a bad key path": (GOOD_REF, ["--set", "model..depth=3"], ["--set", "model..depth"]),
+    "set with a bad value": (GOOD_REF, ["--set", "optimizer.lr=[0.1,"], ["--set", "not valid TOML"]),
+    "set with an unknown key": (
+        GOOD_REF,
+        ["--set", "optimizer.lrr=0.1"],
+        ["--set", "key 'optimizer.lrr'", "did you mean 'lr'"],
+    ),
+    "set through a scalar": (GOOD_REF, ["--set", "seed.x=1"], ["--set", "'seed' is int"]),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(ERRORS))
+def test_runfile_error_exits_2_without_traceback(case, tmp_path):
+    text, extra, needles = ERRORS[case]
+    run_file = tmp_path / "run.toml"
+    run_file.write_text(text)
+    proc = detcore("config", "check", run_file, *extra)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert proc.stderr.startswith("detcore: error: ")
+    if "--set" not in extra:
+        assert str(run_file) in proc.stderr
+    for needle in needles:
+        assert needle in proc.stderr, (needle, proc.stderr)
+
+
+@pytest.mark.slow
+def test_error_names_the_base_file_that_set_the_key(tmp_path):
+    (tmp_path / "base.toml").write_text(GOOD_REF + '[model.backbone]\ndepth = "deep"\n')
+    (tmp_path / "run.toml").write_text('extends = "base.toml"\nseed = 3\n')
+    proc = detcore("config", "check", tmp_path / "run.toml")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"{tmp_path / 'base.toml'}: key 'model.backbone.depth'" in proc.stderr
+
+
+@pytest.mark.slow
+def test_extends_cycle_is_reported_with_the_chain(tmp_path):
+    (tmp_path / "a.toml").write_text('extends = "b.toml"\n')
+    (tmp_path / "b.toml").write_text('extends = "c.toml"\n')
+    (tmp_path / "c.toml").write_text('extends = "a.toml"\n')
+    proc = detcore("config", "check", tmp_path / "a.toml")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "key 'extends'" in proc.stderr and "cycle" in proc.stderr
+    chain = " -> ".join(str(tmp_path / n) for n in ("a.toml", "b.toml", "c.toml", "a.toml"))
+    assert chain in proc.stderr
+
+
+@pytest.mark.slow
+def test_config_show_prints_the_resolved_file_as_toml(tmp_path):
+    proc = detcore("config", "show", GOOD, "--set", "optimizer.lr=0.02", "--set", "hooks.0.every=4")
+    assert proc.returncode == 0, proc.stderr
+    shown = tomllib.loads(proc.stdout)
+    assert shown["optimizer"]["lr"] == 0.02 and shown["hooks"] == [{"type": "fx_hook", "every": 4}]
+    assert shown["model"]["backbone"] == {"type": "fx_backbone", "depth": 18}
+    assert shown["train"]["max_epochs"] == 2 and shown["checkpoint"]["keep"] == 3
+    # The printed file is itself a valid run file that resolves to the same thing.
+    (tmp_path / "fx_components.py").write_text((FIXTURES / "fx_components.py").read_text())
+    (tmp_path / "resolved.toml").write_text(proc.stdout)
+    again = detcore("config", "show", tmp_path / "resolved.toml", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert tomllib.loads(again.stdout) == shown
