@@ -53,27 +53,15 @@ def build(table: dict):
 
 
 def baseline():
-    """torchvision's FCOS on torchvision's resnet_fpn_backbone (ResNet-18)."""
+    """torchvision's FCOS on torchvision's BackboneWithFPN (ResNet-18, FPN 128)."""
+    from torchvision.models import resnet18
     from torchvision.models.detection import FCOS
-    from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
-    from torchvision.ops.feature_pyramid_network import LastLevelP6P7
-    from torch import nn
-
-    bb = resnet_fpn_backbone(backbone_name="resnet18", weights=None, norm_layer=nn.BatchNorm2d,
-                             trainable_layers=5, returned_layers=[2, 3, 4],
-                             extra_blocks=LastLevelP6P7(128, 128))
-    bb.fpn.inner_blocks  # built with out_channels=256 by torchvision; rebuild at 128
     from torchvision.models.detection.backbone_utils import BackboneWithFPN
+    from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-    bb = BackboneWithFPN(bb.body._modules and _resnet18(), {"layer2": "0", "layer3": "1", "layer4": "2"},
+    bb = BackboneWithFPN(resnet18(weights=None), {"layer2": "0", "layer3": "1", "layer4": "2"},
                          [128, 256, 512], 128, extra_blocks=LastLevelP6P7(128, 128))
     return FCOS(bb, 3, min_size=128, max_size=128)
-
-
-def _resnet18():
-    from torchvision.models import resnet18
-
-    return resnet18(weights=None)
 
 
 def main() -> None:
@@ -85,11 +73,13 @@ def main() -> None:
     torch.manual_seed(0)
     batch = _batch(8, 128, 3)
     neck = {"type": "fpn", "out_channels": 128, "extra": "p6p7"}
-    base = time_steps(baseline(), batch, args.steps)
-    print(f"baseline torchvision FCOS + resnet18 FPN(128): {base * 1000:.0f} ms/step")
+    reference = baseline()
     for name, backbone in [("resnet18", {"type": "resnet", "depth": 18, "out_indices": [1, 2, 3]}),
                            ("tiny", {"type": "tiny"})]:
         model = build({"type": "fcos", "num_classes": 3, "backbone": backbone, "neck": neck})
+        # Baseline measured right before each model: shared machines drift.
+        base = time_steps(reference, batch, args.steps)
+        print(f"baseline torchvision FCOS + resnet18 FPN(128): {base * 1000:.0f} ms/step")
         t = time_steps(model, batch, args.steps)
         print(f"detcore fcos + {name} + fpn(128), batch 8, 128 px, {args.threads} threads: "
               f"{t * 1000:.0f} ms/step ({t / base:.2f}x baseline)")

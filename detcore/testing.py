@@ -38,7 +38,7 @@ from detcore.catalog import Catalog, Component
 from detcore.errors import RunFileError
 from detcore.runfile.loader import merge
 
-__all__ = ["DetcoreTester", "RecordingCatalog", "TrainResult", "detcore_tester", "tiny_run"]
+__all__ = ["CliResult", "DetcoreTester", "RecordingCatalog", "TrainResult", "detcore_tester", "tiny_run"]
 
 
 class RecordingCatalog(Catalog):
@@ -56,12 +56,13 @@ class RecordingCatalog(Catalog):
         return obj
 
 
-def tiny_run(**changes: Any) -> dict:
+def tiny_run(*layers: Mapping[str, Any], **changes: Any) -> dict:
     """A run-file dict that trains in seconds on CPU: the built-in ``fcos``
     detector with the ``tiny`` backbone, the built-in ``synthetic`` dataset
     of 64-pixel images, batch 2, no workers, 2 iterations, no
-    checkpoints kept beyond the last. ``changes`` are deep-merged into it
-    (a table whose ``type`` changes replaces the default one)."""
+    checkpoints kept beyond the last. ``layers`` (dicts) and then
+    ``changes`` (top-level keys) are deep-merged into it, as ``extends``
+    would: a table whose ``type`` changes replaces the default one."""
     run = {
         "seed": 0,
         "device": "cpu",
@@ -82,7 +83,9 @@ def tiny_run(**changes: Any) -> dict:
         "train": {"max_iters": 2, "log_interval": 1, "val_interval": 1000},
         "checkpoint": {"interval": 1000, "keep": 1},
     }
-    return merge(run, copy.deepcopy(changes))
+    for layer in [*layers, changes]:
+        merge(run, copy.deepcopy(dict(layer)))
+    return run
 
 
 @attrs.define
@@ -212,11 +215,14 @@ class DetcoreTester:
         overrides: Iterable[str] = (),
         *,
         iters: int | None = None,
+        resume: str | None = None,
     ) -> TrainResult:
         """Validate and train a run file in-process (CPU, one thread is
         enough), with ``work_dir`` inside the scratch directory unless the
-        run file sets it; ``iters`` overrides ``train.max_iters``. Returns a
-        :class:`TrainResult` with the components built and hooks called."""
+        run file sets it; ``iters`` overrides ``train.max_iters``, ``resume``
+        is ``detcore train --resume`` (a checkpoint path or ``"auto"``).
+        Returns a :class:`TrainResult` with the components built and hooks
+        called."""
         overrides = list(overrides)
         if iters is not None:
             overrides += [f"train.max_iters={int(iters)}"]
@@ -230,12 +236,41 @@ class DetcoreTester:
 
         undo = self.pm.add_hookcall_monitoring(before, lambda *a: None)
         try:
-            runner = _train(run)
+            runner = _train(run, resume)
         finally:
             undo()
         return TrainResult(run, Path(run.work_dir), list(run.catalog.built), calls, runner)
 
     # -- the command line -------------------------------------------------
+
+    def main(self, *argv: str) -> CliResult:
+        """Run a ``detcore`` command in-process on this tester's plugin
+        manager (so in-process registered plugins' subcommands and
+        components are there), in the scratch directory; output captured."""
+        import contextlib
+        import io
+
+        from detcore.cli.main import build_parser
+        from detcore.errors import DetcoreError
+
+        out, err = io.StringIO(), io.StringIO()
+        cwd = os.getcwd()
+        os.chdir(self.path)
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                try:
+                    catalog = self.catalog
+                    args = build_parser(catalog).parse_args(list(argv))
+                    args.plugin_args, args.pm, args.catalog = [], self.pm, catalog
+                    ret = int(args._run(args) or 0) if getattr(args, "_run", None) else 0
+                except DetcoreError as exc:
+                    print(f"detcore: error: {exc}", file=sys.stderr)
+                    ret = exc.exit_code
+                except SystemExit as exc:  # argparse: --help, usage errors
+                    ret = exc.code if isinstance(exc.code, int) else 1
+        finally:
+            os.chdir(cwd)
+        return CliResult(ret, out.getvalue(), err.getvalue())
 
     def cli(self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
         """Run the real ``detcore`` command (of this Python environment) in
@@ -255,14 +290,25 @@ def _toml_str(value: Any) -> str:
     return json.dumps(str(value))
 
 
-def _train(run):
-    """Train a validated run in this process through the runner's public
-    entry point."""
+def _train(run, resume: str | None = None):
+    """Train a validated run in this process with the runner ``detcore
+    train`` uses."""
     from detcore.engine.runner import Runner
 
-    runner = Runner(run)
-    runner.train()
+    runner = Runner(run, resume=resume)
+    status = runner.train()
+    if status:
+        raise AssertionError(f"training ended with status {status}")
     return runner
+
+
+@attrs.frozen
+class CliResult:
+    """Exit status and captured output of :meth:`DetcoreTester.main`."""
+
+    ret: int
+    out: str
+    err: str
 
 
 try:  # the fixture, when pytest is there (``pytest_plugins = ["detcore.testing"]``)

@@ -193,10 +193,24 @@ def test_check_reports_every_problem_with_counts(tmp_path):
     }
     assert "broken.jpg" in res.problems["unreadable_image"][0] and "missing.jpg" in res.problems["missing_image"][0]
     assert "annotation id 2" in res.problems["box_outside_image"][0]
+    lines = res.lines(examples=1)
+    assert "zero_area_box: 1 (box with zero (or negative) width or height)" in lines
 
-    proc = detcore("coco", "check", ann, str(img))
+
+@pytest.mark.slow
+def test_check_command_exit_status(tmp_path):
+    write_image(str(tmp_path / "img" / "a.jpg"), 20, 20)
+    images = [{"id": 1, "file_name": "a.jpg", "width": 20, "height": 20}]
+    bad = write_coco(str(tmp_path / "bad.json"), images, [{"image_id": 1, "category_id": 1, "bbox": [5, 5, 0, 4]},
+                                                          {"image_id": 1, "category_id": 2, "bbox": [5, 5, 4, 4]}],
+                     [{"id": 1, "name": "x"}])
+    proc = detcore("coco", "check", bad, str(tmp_path / "img"))
     assert proc.returncode == 1
-    assert "10 problem(s)" in proc.stdout and "zero_area_box: 1" in proc.stdout and "size_mismatch: 1" in proc.stdout
+    assert "2 problem(s)" in proc.stdout and "zero_area_box: 1" in proc.stdout and "unknown_category: 1" in proc.stdout
+    good = write_coco(str(tmp_path / "good.json"), images, [{"image_id": 1, "category_id": 1, "bbox": [5, 5, 4, 4]}],
+                      [{"id": 1, "name": "x"}])
+    proc = detcore("coco", "check", good, str(tmp_path / "img"))
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("OK")
 
 
 @pytest.mark.slow

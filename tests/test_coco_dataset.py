@@ -294,6 +294,7 @@ def test_config_check_reports_class_names_before_anything_heavy(tmp_path, coco_d
     assert proc.returncode == 0, proc.stderr
 
 
+@pytest.mark.slow
 def test_plugin_and_dataset_check_stay_light(coco_dir):
     """`detcore --help` and the run-file check of a coco table import neither
     torch nor pycocotools."""

@@ -16,6 +16,9 @@ pytest.importorskip("pycocotools")
 
 from detcore_coco.dataset import CocoDataset  # noqa: E402
 
+# The conversions run the real `detcore coco` command in a subprocess.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("DETCORE_SHARED_DATA", REPO.parent / "shared" / "data"))
 BCCD = DATA / "bccd"
@@ -92,8 +95,8 @@ TRAIN_RUN = """
 [model]
 type = "fcos"
 num_classes = {num_classes}
-backbone = {{ type = "resnet", depth = 18, weights = "none" }}
-neck = {{ type = "fpn", out_channels = 64 }}
+backbone = {{ type = "tiny", width = 8 }}
+neck = {{ type = "fpn", out_channels = 32, extra = "p6p7" }}
 
 [data]
 batch_size = 2

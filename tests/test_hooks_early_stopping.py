@@ -39,7 +39,7 @@ def test_stops_after_patience_without_improvement(tmp_path):
         "metric": "score", "best": 0.5, "best_epoch": 1, "wait": 2, "stopped_epoch": 3,
     }
     log = next(work.glob("*.log")).read_text()
-    assert "early_stopping: stopping after epoch 4" in log
+    assert "early_stopping: stopping after epoch 4 (iteration 8): score has not improved on 0.5 (epoch 2)" in log
 
 
 def test_unknown_metric_is_a_clear_error(tmp_path):

@@ -58,11 +58,13 @@ def test_validation_uses_the_ema_weights(tmp_path):
 
 def test_tryfirst_val_model_beats_ema(tmp_path):
     """Two hooks answer detcore_val_model: the test hook marked tryfirst wins
-    even though ema is listed last (and would otherwise run first)."""
-    path = write_run(tmp_path, [{"type": "raw_val_model"}, EMA], train={"max_epochs": 1})
+    even though ema is listed last (and would otherwise run first). With
+    gradient accumulation the EMA follows optimizer steps, not micro-batches."""
+    path = write_run(tmp_path, [{"type": "raw_val_model"}, EMA], train={"max_epochs": 2, "accumulate": 2})
     assert train(path) == 0
     work = tmp_path / "run"
-    ckpt = torch.load(work / "epoch_1.pth", weights_only=True)
+    ckpt = torch.load(work / "epoch_2.pth", weights_only=True)
+    assert ckpt["meta"]["iter"] == ckpt["hooks"]["ema"]["steps"] == 2  # 2 micro-batches a step
     records = torch.load(work / "probe" / "val_2.pt", weights_only=True)
     assert_predicted_by(build_model(path, ckpt["model"]), records, same=True)
     assert_predicted_by(build_model(path, ckpt["hooks"]["ema"]["state_dict"]), records, same=False)

@@ -15,6 +15,8 @@ from hooks_runs import detcore_cli, train, write_run  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
+TERMS = ("classification", "bbox_regression", "bbox_ctrness")  # FCOS's loss terms
+
 
 def test_tensorboard_event_files_hold_losses_lr_and_metrics(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -25,14 +27,14 @@ def test_tensorboard_event_files_hold_losses_lr_and_metrics(tmp_path):
     events = EventAccumulator(str(work / "tensorboard"))
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    assert tags == {"train/loss", "train/loss_cls", "train/loss_box", "train/lr", "val/score"}
+    assert tags == {f"train/{t}" for t in (*TERMS, "loss", "lr")} | {"val/score"}
     assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4]
     assert [(e.step, e.value) for e in events.Scalars("val/score")] == [(2, pytest.approx(0.1)), (4, pytest.approx(0.2))]
     assert all(e.value == pytest.approx(0.02) for e in events.Scalars("train/lr"))
     # The same numbers as the runner's own scalars.jsonl (log_interval 1).
     logged = [json.loads(line) for line in (work / "scalars.jsonl").read_text().splitlines()]
     train_records = {r["iter"]: r for r in logged if r["mode"] == "train"}
-    for tag in ("loss", "loss_cls", "loss_box"):
+    for tag in (*TERMS, "loss"):
         for e in events.Scalars(f"train/{tag}"):
             assert e.value == pytest.approx(train_records[e.step][tag], rel=1e-5)
 
@@ -46,8 +48,10 @@ def test_progress_prints_plain_lines_when_stdout_is_not_a_terminal(tmp_path):
     number = r"\d+\.\d{4}"
     for it, epoch in ((2, 1), (4, 2)):
         line = (
-            rf"^epoch {epoch}/2 iter {it}/4 loss {number} \(loss_cls {number} loss_box {number}\) "
-            rf"lr 0\.02 eta \d+:\d\d:\d\d$"
+            rf"^epoch {epoch}/2 iter {it}/4 loss {number} \("
+            + " ".join(rf"{t} {number}" for t in TERMS)
+            + r"\) "
+            r"lr 0\.02 eta \d+:\d\d:\d\d$"
         )
         assert re.search(line, out, re.M), out
     assert not re.search(r"^epoch 1/2 iter 1/4", out, re.M)  # interval 2
@@ -75,3 +79,5 @@ def test_run_file_naming_a_hook_without_detcore_hooks(tmp_path):
     assert "key 'hooks[0].type': unknown runner_hook 'ema'" in err
     assert "provided by the detcore-hooks distribution: pip install detcore-hooks" in err
     assert not (tmp_path / "run").exists()  # nothing started
+    # Without the hook, the same run trains without detcore-hooks.
+    assert train(write_run(tmp_path, [], train={"max_epochs": 1}), plugin_args=["no:hooks"]) == 0

@@ -10,12 +10,15 @@ install``. The wheel tests at the end go the whole way through pip.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import attrs
 import pytest
 
 import detcore
@@ -237,6 +240,210 @@ def test_cli_blocks_a_plugin_by_name():
 
 
 # ----------------------------------------------------------------------
+# wheels installed into a fresh virtual environment
+# ----------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "plugins" / "detcore-example"
+
+# pip offline: no index, and the build backend (setuptools) from the
+# environment instead of an isolated download.
+OFFLINE_PIP = {"PIP_NO_INDEX": "1", "PIP_NO_BUILD_ISOLATION": "0", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+
+
+@attrs.frozen
+class Venv:
+    root: Path
+
+    @property
+    def python(self) -> Path:
+        return self.root / "bin" / "python"
+
+    def env(self) -> dict:
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+        env.update(OFFLINE_PIP)
+        env["VIRTUAL_ENV"] = str(self.root)
+        env["PATH"] = os.pathsep.join([str(self.root / "bin"), env.get("PATH", "")])
+        return env
+
+    def run(self, command: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["bash", "-e", "-c", command], cwd=cwd, env=self.env(), capture_output=True, text=True, timeout=timeout
+        )
+
+
+def _build_wheel(project: Path, out: Path) -> Path:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(out), str(project)],
+        check=True,
+        capture_output=True,
+        env={**os.environ, **OFFLINE_PIP},
+        timeout=300,
+    )
+    (wheel,) = out.glob(project.name.replace("-", "_") + "-*.whl")
+    return wheel
+
+
+def make_venv(root: Path) -> Venv:
+    """A virtual environment without system site packages that reuses this
+    one's packages (torch, and detcore's editable install) through a .pth
+    file, and a ``detcore`` script as pip would install with detcore."""
+    import sysconfig
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True, timeout=120)
+    venv = Venv(root)
+    purelib = subprocess.run(
+        [str(venv.python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    parent = sysconfig.get_paths()["purelib"]
+    Path(purelib, "_parent_env.pth").write_text(f"import site; site.addsitedir({parent!r})\n")
+    script = root / "bin" / "detcore"
+    script.write_text(f"#!{venv.python}\nimport sys\nfrom detcore.cli.main import main\nsys.exit(main())\n")
+    script.chmod(0o755)
+    return venv
+
+
+@pytest.fixture(scope="module")
+def example_venv(tmp_path_factory) -> Venv:
+    """A fresh venv with the example plugin's wheel pip-installed (built once
+    per test session module)."""
+    tmp = tmp_path_factory.mktemp("venv")
+    wheel = _build_wheel(EXAMPLE, tmp / "wheels")
+    venv = make_venv(tmp / "venv")
+    proc = venv.run(f"python -m pip install --no-deps --no-index {wheel}", cwd=tmp)
+    assert proc.returncode == 0, proc.stderr
+    return venv
+
+
+@pytest.mark.slow
+def test_wheel_in_a_fresh_venv_is_listed_and_validates(example_venv, tmp_path):
+    where = example_venv.run("python -c 'import detcore_example, detcore; print(detcore_example.__file__)'", tmp_path)
+    assert where.returncode == 0, where.stderr
+    assert where.stdout.strip().startswith(str(example_venv.root)), "the wheel's copy is not the one imported"
+    proc = example_venv.run("detcore plugins", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    block = proc.stdout.split("example  (detcore-example 0.1.0)\n", 1)[1].split("\n\n")[0]
+    for line in [
+        "backbones     example_convnet",
+        "heads         shared_tower_fcos_head",
+        "datasets      csv_boxes",
+        "transforms    gaussian_noise",
+        "metrics       box_recall",
+        "runner_hooks  loss_history",
+        "commands      example-csv",
+    ]:
+        assert line in block, (line, proc.stdout)
+    (tmp_path / "run.toml").write_text(
+        textwrap.dedent(
+            """\
+            [model]
+            type = "fcos"
+            num_classes = 2
+            backbone = { type = "example:example_convnet", widths = [8, 16] }
+            head = { type = "shared_tower_fcos_head" }
+
+            [data.train]
+            type = "synthetic"
+            transforms = [{ type = "gaussian_noise", std = 4.0 }]
+
+            [[metrics]]
+            type = "box_recall"
+
+            [[hooks]]
+            type = "loss_history"
+            """
+        )
+    )
+    check = example_venv.run("detcore config check run.toml", tmp_path)
+    assert check.returncode == 0, check.stderr
+    bad = example_venv.run("detcore config check run.toml --set model.backbone.widht=3 || echo status $?", tmp_path)
+    assert "did you mean 'widths'" in bad.stderr and "status 2" in bad.stdout
+    assert "Traceback" not in bad.stderr
+
+
+def _readme_commands(readme: Path) -> list[str]:
+    text = readme.read_text()
+    block = text.split("## Try it", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_example_readme_commands_train_every_component(example_venv, tmp_path):
+    """The example README's commands, in the fresh venv (its install line is
+    the wheel install above): lists, checks, makes data with the plugin's
+    command, trains with every component."""
+    import shutil
+
+    import torch
+
+    shutil.copytree(EXAMPLE / "examples", tmp_path / "plugins" / "detcore-example" / "examples")
+    commands = _readme_commands(EXAMPLE / "README.md")
+    assert commands[0] == "pip install ./plugins/detcore-example"
+    proc = example_venv.run("\n".join(commands[1:]), tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "all plugins check out" in proc.stdout
+    assert "demo/boxes.csv: 8 images" in proc.stdout
+    work = tmp_path / "work_dirs" / "example_demo"
+    history = [json.loads(line) for line in (work / "loss_history.jsonl").read_text().splitlines()]
+    assert [h["iter"] for h in history] == [0, 1, 2, 3]
+    scalars = [json.loads(line) for line in (work / "scalars.jsonl").read_text().splitlines()]
+    assert any("recall" in s for s in scalars)
+    (ckpt,) = work.glob("iter_4.pth")
+    state = torch.load(ckpt, weights_only=True, map_location="cpu")
+    keys = list(state["model"])
+    assert any(k.startswith("backbone.") and ".stages.2." in k for k in keys)  # example_convnet
+    assert any("head.shared_tower." in k for k in keys)  # shared_tower_fcos_head
+    assert state["hooks"]["loss_history"]["history"][0][0] == 0  # loss_history's state
+
+
+@pytest.mark.slow
+def test_check_reports_a_misspelled_hook_in_an_installed_plugin(example_venv, tmp_path):
+    # A second distribution, built and pip-installed like the example, whose
+    # plugin implements a misspelled hook and a hook with a wrong argument.
+    proj = tmp_path / "detcore-typo"
+    (proj / "detcore_typo").mkdir(parents=True)
+    (proj / "pyproject.toml").write_text(
+        textwrap.dedent(
+            """\
+            [build-system]
+            requires = ["setuptools>=61"]
+            build-backend = "setuptools.build_meta"
+
+            [project]
+            name = "detcore-typo"
+            version = "0.2.0"
+            dependencies = ["detcore"]
+
+            [project.entry-points.detcore]
+            typo = "detcore_typo.plugin"
+            typo_args = "detcore_typo.args"
+            """
+        )
+    )
+    (proj / "detcore_typo" / "__init__.py").write_text("")
+    (proj / "detcore_typo" / "plugin.py").write_text(
+        "from detcore import hookimpl\n\n@hookimpl\ndef detcore_befor_run(runner):\n    pass\n"
+    )
+    (proj / "detcore_typo" / "args.py").write_text(
+        "from detcore import hookimpl\n\n@hookimpl\ndef detcore_after_val_epoch(runner, metric):\n    pass\n"
+    )
+    wheel = _build_wheel(proj, tmp_path / "wheels")
+    venv = make_venv(tmp_path / "venv")
+    assert venv.run(f"python -m pip install --no-deps --no-index {wheel}", tmp_path).returncode == 0
+    proc = venv.run("detcore plugins --check || echo status $?", tmp_path)
+    assert "status 1" in proc.stdout and "Traceback" not in proc.stdout + proc.stderr
+    report = proc.stdout.split("\nproblems (", 1)[1]
+    assert "  typo (detcore-typo 0.2.0):" in report
+    assert "unknown hook 'detcore_befor_run' (did you mean 'detcore_before_run'?)" in report
+    assert "  typo_args (detcore-typo 0.2.0):" in report
+    assert "detcore_after_val_epoch(runner, metric)" in report
+    # Any other command refuses to start, naming the plugin.
+    other = venv.run("detcore --help", tmp_path)
+    assert other.returncode == 2 and "plugin 'typo" in other.stderr and "Traceback" not in other.stderr
+
+
+# ----------------------------------------------------------------------
 # docs/plugins.md: the hook reference is generated from detcore/hookspecs.py
 # ----------------------------------------------------------------------
 
@@ -296,3 +503,54 @@ if __name__ == "__main__":  # regenerate the hook reference in docs/plugins.md
     start, end = text.index(REF_BEGIN), text.index(REF_END) + len(REF_END)
     DOCS.write_text(text[:start] + render_hook_reference() + text[end:])
     print(f"updated {DOCS}")
+
+
+# ----------------------------------------------------------------------
+# docs/plugins.md: every code block runs (or is a real file's excerpt)
+# ----------------------------------------------------------------------
+
+_MARKER = re.compile(r"<!-- (file: (?P<file>\S+)|excerpt: (?P<excerpt>\S+)|(?P<run>run)|(?P<output>output)) -->\n```[a-z]*\n")
+
+
+def doc_blocks(text: str) -> list[tuple[str, str, str]]:
+    """``(kind, argument, body)`` of every fenced block, from the marker line
+    right above it; a block without a marker is an error."""
+    blocks = []
+    for fence in re.finditer(r"^```[a-z]*\n(.*?)^```$", text, flags=re.S | re.M):
+        head = text[: fence.start()]
+        m = _MARKER.match(text, head.rfind("<!--")) if head.rstrip().endswith("-->") else None
+        if m is None or m.end() != fence.start() + len(fence.group(0).split("\n", 1)[0]) + 1:
+            line = text[: fence.start()].count("\n") + 1
+            raise AssertionError(f"docs/plugins.md:{line}: code block without a file/excerpt/run/output marker")
+        kind = next(k for k in ("file", "excerpt", "run", "output") if m.group(k))
+        blocks.append((kind, m.group(kind) if kind in ("file", "excerpt") else "", fence.group(1)))
+    return blocks
+
+
+def _output_line_pattern(line: str) -> re.Pattern:
+    return re.compile(".*".join(re.escape(part) for part in line.split("...")))
+
+
+def test_docs_blocks_are_all_marked_and_excerpts_match():
+    blocks = doc_blocks(DOCS.read_text())
+    assert {k for k, _, _ in blocks} == {"file", "excerpt", "run", "output"}
+    for kind, arg, body in blocks:
+        if kind == "excerpt":
+            assert body in (REPO / arg).read_text(), f"docs/plugins.md quotes {arg}, which no longer says:\n{body}"
+
+
+@pytest.mark.slow
+def test_docs_code_blocks_run_as_written(example_venv, tmp_path):
+    last = None
+    for kind, arg, body in doc_blocks(DOCS.read_text()):
+        if kind == "file":
+            path = tmp_path / arg
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(body)
+        elif kind == "run":
+            last = example_venv.run(body, tmp_path, timeout=600)
+            assert last.returncode == 0, f"{body}\n---\n{last.stdout[-3000:]}\n{last.stderr[-3000:]}"
+        elif kind == "output":
+            shown = last.stdout + last.stderr
+            for line in filter(str.strip, body.splitlines()):
+                assert _output_line_pattern(line).search(shown), f"docs say:\n{line}\ngot:\n{shown[-3000:]}"

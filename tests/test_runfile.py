@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ import pytest
 from detcore.errors import RunFileError
 from detcore.plugins import get_plugin_manager
 from detcore.runfile import load_raw, load_run
-from detcore.runfile.loader import merge, parse_override
+from detcore.runfile.loader import merge, parse_override, tomllib
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GOOD = FIXTURES / "good.toml"

@@ -145,6 +145,7 @@ def test_every_transform_is_registered_and_bad_arguments_name_the_key(catalog):
         catalog.build("transform", {"type": "random_horizontal_flip", "p": 2.0}, path="t")
 
 
+@pytest.mark.slow
 def test_registration_module_is_light():
     code = "import sys, detcore.builtin.data; assert 'torch' not in sys.modules and 'torchvision' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

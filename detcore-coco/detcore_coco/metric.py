@@ -128,16 +128,16 @@ class CocoMetric:
         self.classwise = classwise
         self.outfile_prefix = outfile_prefix
         self.backend = resolve_backend(backend)
-        self._fast_gt: tuple[int, Any] | None = None
+        self._fast_gt: tuple[Any, Any] | None = None
 
     def _gt(self, coco):
         if self.backend == "pycocotools":
             return coco
         # faster-coco-eval keeps its own index; build it once per GT object.
-        if self._fast_gt is None or self._fast_gt[0] != id(coco):
+        if self._fast_gt is None or self._fast_gt[0] is not coco:
             from faster_coco_eval import COCO as FastCOCO
 
-            self._fast_gt = (id(coco), FastCOCO(coco.dataset))
+            self._fast_gt = (coco, FastCOCO(coco.dataset))
         return self._fast_gt[1]
 
     def _evaluator(self, gt, dt, iou_type):

@@ -67,7 +67,9 @@ class EarlyStoppingHook:
         self.stopped_epoch = self._epoch
         runner.stop_training = True
         if runner.is_main:
-            runner.logger.info("early_stopping: stopping after epoch %d: %s", self._epoch + 1, why)
+            runner.logger.info(
+                "early_stopping: stopping after epoch %d (iteration %d): %s", self._epoch + 1, runner.iter, why
+            )
 
     @hookimpl
     def detcore_save_checkpoint(self, runner, checkpoint: dict) -> None:

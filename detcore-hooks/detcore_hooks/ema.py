@@ -25,9 +25,16 @@ class ModelEMA:
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
         self.update_buffers = update_buffers
         self.steps = 0
+        self._pairs_of: tuple[int, tuple] | None = None
 
     def _pairs(self, model: nn.Module):
-        """(averaged, copied) lists of (ema tensor, source tensor) pairs."""
+        """(averaged, copied) lists of (ema tensor, source tensor) pairs,
+        worked out once per source model."""
+        if self._pairs_of is None or self._pairs_of[0] != id(model):
+            self._pairs_of = (id(model), self._match(model))
+        return self._pairs_of[1]
+
+    def _match(self, model: nn.Module):
         src = dict(model.named_parameters())
         avg, cpy = [], []
         for name, p in self.module.named_parameters():
@@ -38,17 +45,15 @@ class ModelEMA:
                 avg.append((b, src_buffers[name]))
             else:
                 cpy.append((b, src_buffers[name]))
-        return avg, cpy
+        return avg, cpy, [e for e, _ in avg], [s.detach() for _, s in avg]
 
     @torch.no_grad()
     def update(self, model: nn.Module, momentum: float) -> None:
-        avg, cpy = self._pairs(model)
+        avg, cpy, ema_t, src_t = self._pairs(model)
         if self.steps == 0 or momentum >= 1.0:
             for e, s in avg + cpy:
                 e.copy_(s)
         else:
-            ema_t = [e for e, _ in avg]
-            src_t = [s.detach() for _, s in avg]
             torch._foreach_lerp_(ema_t, src_t, momentum)
             for e, s in cpy:
                 e.copy_(s)

@@ -18,6 +18,17 @@ from detcore.models import declare_out_channels, names, out_channels_of
 
 Norm = Literal["bn", "frozen_bn"]
 
+# Aliases, not Sub["..."] inline: linters read a quoted subscript in an
+# annotation as a forward reference. Names after the kind are the arguments
+# the detector passes to that slot itself.
+BackboneSpec = Sub["backbone"]
+NeckSpec = Sub["neck", "in_channels"]
+RPNHeadSpec = Sub["head", "in_channels", "num_anchors"]
+BoxHeadSpec = Sub["head", "in_channels", "resolution"]
+PredictorSpec = Sub["head", "in_channels", "num_classes"]
+MaskHeadSpec = Sub["head", "in_channels"]
+DenseHeadSpec = Sub["head", "in_channels", "num_anchors", "num_classes"]
+
 
 # ----------------------------------------------------------------------
 # argument checks (no torch)
@@ -346,11 +357,11 @@ def _check_detector(detector: str):
 @check_with(_check_detector("faster_rcnn"))
 def faster_rcnn(
     num_classes: int,
-    backbone: Sub["backbone"],
-    neck: Sub["neck", "in_channels"] | None = None,
-    rpn_head: Sub["head", "in_channels", "num_anchors"] | None = None,
-    box_head: Sub["head", "in_channels", "resolution"] | None = None,
-    box_predictor: Sub["head", "in_channels", "num_classes"] | None = None,
+    backbone: BackboneSpec,
+    neck: NeckSpec | None = None,
+    rpn_head: RPNHeadSpec | None = None,
+    box_head: BoxHeadSpec | None = None,
+    box_predictor: PredictorSpec | None = None,
     variant: Literal["v1", "v2"] = "v1",
     weights: str | None = None,
     min_size: int | list[int] | None = None,
@@ -391,13 +402,13 @@ def faster_rcnn(
 @check_with(_check_detector("mask_rcnn"))
 def mask_rcnn(
     num_classes: int,
-    backbone: Sub["backbone"],
-    neck: Sub["neck", "in_channels"] | None = None,
-    rpn_head: Sub["head", "in_channels", "num_anchors"] | None = None,
-    box_head: Sub["head", "in_channels", "resolution"] | None = None,
-    box_predictor: Sub["head", "in_channels", "num_classes"] | None = None,
-    mask_head: Sub["head", "in_channels"] | None = None,
-    mask_predictor: Sub["head", "in_channels", "num_classes"] | None = None,
+    backbone: BackboneSpec,
+    neck: NeckSpec | None = None,
+    rpn_head: RPNHeadSpec | None = None,
+    box_head: BoxHeadSpec | None = None,
+    box_predictor: PredictorSpec | None = None,
+    mask_head: MaskHeadSpec | None = None,
+    mask_predictor: PredictorSpec | None = None,
     variant: Literal["v1", "v2"] = "v1",
     weights: str | None = None,
     min_size: int | list[int] | None = None,
@@ -439,9 +450,9 @@ def mask_rcnn(
 @check_with(_check_detector("retinanet"))
 def retinanet(
     num_classes: int,
-    backbone: Sub["backbone"],
-    neck: Sub["neck", "in_channels"] | None = None,
-    head: Sub["head", "in_channels", "num_anchors", "num_classes"] | None = None,
+    backbone: BackboneSpec,
+    neck: NeckSpec | None = None,
+    head: DenseHeadSpec | None = None,
     variant: Literal["v1", "v2"] = "v1",
     weights: str | None = None,
     min_size: int | list[int] | None = None,
@@ -468,9 +479,9 @@ def retinanet(
 @check_with(_check_detector("fcos"))
 def fcos(
     num_classes: int,
-    backbone: Sub["backbone"],
-    neck: Sub["neck", "in_channels"] | None = None,
-    head: Sub["head", "in_channels", "num_anchors", "num_classes"] | None = None,
+    backbone: BackboneSpec,
+    neck: NeckSpec | None = None,
+    head: DenseHeadSpec | None = None,
     weights: str | None = None,
     min_size: int | list[int] | None = None,
     max_size: int = 1333,

@@ -284,23 +284,21 @@ class CheckpointFiles:
         return name
 
     def candidates(self) -> list[Path]:
-        """Resume candidates, newest first: the ``latest.json`` pointer and its
-        history, then any other ``epoch_*.pth`` / ``iter_*.pth`` by time."""
+        """Resume candidates, newest first: the interval checkpoints named in
+        ``latest.json`` and any other ``epoch_*.pth`` / ``iter_*.pth`` (a run
+        killed between writing a file and updating the pointer), by
+        modification time; the pointer's order breaks ties."""
         pointer = self._pointer()
         names: list[str] = []
         if pointer.get("checkpoint"):
             names.append(pointer["checkpoint"])
         names += list(reversed(pointer.get("history", [])))
-        found = sorted(
-            (p for p in self.work_dir.glob("*.pth") if re.fullmatch(r"(epoch|iter)_\d+\.pth", p.name)),
-            key=lambda p: (p.stat().st_mtime, int(re.findall(r"\d+", p.name)[0])),
-            reverse=True,
-        )
-        out: list[Path] = []
-        for p in [self.work_dir / n for n in names] + found:
-            if p.exists() and p not in out:
-                out.append(p)
-        return out
+        paths: list[Path] = []
+        for p in [self.work_dir / n for n in names] + sorted(self.work_dir.glob("*.pth")):
+            if p.exists() and p not in paths and (p.name in names or re.fullmatch(r"(epoch|iter)_\d+\.pth", p.name)):
+                paths.append(p)
+        rank = {p: i for i, p in enumerate(paths)}
+        return sorted(paths, key=lambda p: (-p.stat().st_mtime_ns, rank[p]))
 
 
 def find_resume(work_dir: str | Path, log=print) -> tuple[Path, dict] | None:

@@ -106,7 +106,11 @@ def _scontrol_first_host(nodelist: str) -> str | None:
 
     try:
         out = subprocess.run(
-            ["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, timeout=30, check=True
+            ["scontrol", "show", "hostnames", nodelist],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
@@ -147,7 +151,11 @@ def slurm_env(env: dict | None = None) -> dict[str, str]:
     }
     addr = env.get("MASTER_ADDR")
     if not addr:
-        nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
+        nodelist = (
+            env.get("SLURM_STEP_NODELIST")
+            or env.get("SLURM_JOB_NODELIST")
+            or env.get("SLURM_NODELIST")
+        )
         if not nodelist:
             raise DetcoreError(
                 "--launcher slurm, but neither MASTER_ADDR nor SLURM_JOB_NODELIST is set: "
@@ -194,7 +202,9 @@ def _resolve_device(device: str, local_rank: int, distributed: bool):
     dev = torch.device(device)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise DetcoreError(f"device {device!r} was asked for, but CUDA is not available; use device = \"cpu\"")
+            raise DetcoreError(
+                f'device {device!r} was asked for, but CUDA is not available; use device = "cpu"'
+            )
         if distributed:
             # One GPU per process, chosen by LOCAL_RANK (an explicit index
             # would put every rank of the node on the same GPU).
@@ -216,7 +226,9 @@ def _resolve_backend(backend: str, dev) -> str:
     if backend == "auto":
         backend = "nccl" if dev.type == "cuda" and dist.is_nccl_available() else "gloo"
     if backend == "nccl" and dev.type != "cuda":
-        raise DetcoreError(f"dist.backend = \"nccl\" needs CUDA devices, but the device is {dev}; use backend \"gloo\" (or \"auto\")")
+        raise DetcoreError(
+            f'dist.backend = "nccl" needs CUDA devices, but the device is {dev}; use backend "gloo" (or "auto")'
+        )
     return backend
 
 
@@ -266,7 +278,9 @@ def init_distributed(
         try:
             start = timedelta(seconds=max(timeout_s, startup_timeout_s))
             dist.init_process_group(backend, init_method="env://", timeout=start, **kwargs)
-        except Exception as exc:  # a taken MASTER_PORT surfaces here under Slurm / hand-set torchrun ports
+        except (
+            Exception
+        ) as exc:  # a taken MASTER_PORT surfaces here under Slurm / hand-set torchrun ports
             if _is_addr_in_use(exc):
                 port = os.environ["MASTER_PORT"]
                 raise DetcoreError(
@@ -276,7 +290,42 @@ def init_distributed(
             raise
         if startup_timeout_s > timeout_s:
             dist.set_timeout(timedelta(seconds=timeout_s))
+        _report_uncaught_to_launcher()
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, launcher=launcher), dev
+
+
+def _report_uncaught_to_launcher() -> None:
+    """Under torchrun's agent, write an uncaught exception to the worker's
+    error file (what ``torch.distributed.elastic``'s ``@record`` does), so
+    the launcher's failure report names the exception instead of "To enable
+    traceback see ..."."""
+    import json
+    import time
+    import traceback
+
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path:
+        return
+    previous = sys.excepthook
+
+    def hook(exc_type, exc, tb):
+        try:
+            data = {
+                "message": {
+                    "message": f"{exc_type.__name__}: {exc}",
+                    "extraInfo": {
+                        "py_callstack": "".join(traceback.format_exception(exc_type, exc, tb)),
+                        "timestamp": str(int(time.time())),
+                    },
+                }
+            }
+            with open(path, "w") as fh:
+                json.dump(data, fh)
+        except OSError:
+            pass
+        previous(exc_type, exc, tb)
+
+    sys.excepthook = hook
 
 
 def _is_addr_in_use(exc: BaseException) -> bool:
@@ -439,9 +488,12 @@ _SECONDARY = (
 
 
 def _failure_summary(failure, log_dir: str) -> tuple[str, bool]:
-    """``(error text, secondary)`` for one failed worker: the error block at
-    the end of its stderr (an exception's last line, detcore's one-paragraph
-    error), or the signal that killed it."""
+    """``(error text, secondary)`` for one failed worker: the exception its
+    excepthook recorded, else the error block at the end of its stderr
+    (detcore's one-paragraph error, an exception's last line), or the signal
+    that killed it. ``secondary``: the rank most likely failed only because
+    a peer went away first."""
+    import glob
     import signal
 
     if failure.exitcode < 0:
@@ -451,24 +503,28 @@ def _failure_summary(failure, log_dir: str) -> tuple[str, bool]:
             name = f"signal {-failure.exitcode}"
         return f"killed by {name}", name in ("SIGTERM", "SIGINT")
     text = ""
-    import glob
-
-    # DefaultLogsSpecs layout: <log_dir>/<run id>_<suffix>/attempt_<n>/<local rank>/stderr.log
-    found = sorted(glob.glob(os.path.join(glob.escape(log_dir), "*", "attempt_*", str(failure.local_rank), "stderr.log")))
-    try:
-        with open(found[-1] if found else os.devnull, errors="replace") as fh:
-            lines = [ln.rstrip() for ln in fh.read().splitlines() if ln.strip()]
-    except OSError:
-        lines = []
-    for i in range(len(lines) - 1, -1, -1):
-        if lines[i].startswith("detcore: error:"):
-            text = " ".join(lines[i:])[len("detcore: error:"):].strip()
-            break
-    if not text and lines:
-        text = lines[-1].strip()
-    text = re.sub(r"^(\[rank\d+\]:\s*)+", "", text)  # torch's own excepthook prefix
+    data = getattr(failure, "error_file_data", None) or {}
+    if isinstance(data.get("message"), dict):
+        # Written by the worker's excepthook (see _report_uncaught_to_launcher).
+        text = str(data["message"].get("message") or "")
     if not text:
-        text = failure.message or "no error output"
+        # DefaultLogsSpecs layout: <log_dir>/<run id>_<x>/attempt_<n>/<local rank>/stderr.log
+        pattern = os.path.join(
+            glob.escape(log_dir), "*", "attempt_*", str(failure.local_rank), "stderr.log"
+        )
+        found = sorted(glob.glob(pattern))
+        try:
+            with open(found[-1] if found else os.devnull, errors="replace") as fh:
+                lines = [ln.rstrip() for ln in fh.read().splitlines() if ln.strip()]
+        except OSError:
+            lines = []
+        for i in range(len(lines) - 1, -1, -1):
+            if lines[i].startswith("detcore: error:"):
+                text = " ".join(lines[i:])[len("detcore: error:") :]
+                break
+        if not text and lines:
+            text = re.sub(r"^(\[rank\d+\]:\s*)+", "", lines[-1])  # torch's excepthook prefix
+    text = " ".join(text.split())[:1000] or failure.message or "no error output"
     return text, any(s in text.lower() for s in _SECONDARY)
 
 
@@ -476,7 +532,9 @@ def _exit_code(exitcode: int) -> int:
     return 128 - exitcode if exitcode < 0 else (exitcode or 1)
 
 
-def launch_local(nproc: int, argv: list[str], port: int | None = None, *, log_dir: str | None = None) -> int:
+def launch_local(
+    nproc: int, argv: list[str], port: int | None = None, *, log_dir: str | None = None
+) -> int:
     """Run ``detcore ARGV`` in ``nproc`` local worker processes and return the
     exit status (0 when every rank succeeded).
 
@@ -536,7 +594,9 @@ def launch_local(nproc: int, argv: list[str], port: int | None = None, *, log_di
     old_level = elastic_logger.level
     elastic_logger.setLevel(logging.CRITICAL)
     try:
-        elastic_launch(config, sys.executable)("-u", "-m", "detcore", *strip_launch_args(list(argv)))
+        elastic_launch(config, sys.executable)(
+            "-u", "-m", "detcore", *strip_launch_args(list(argv))
+        )
     except ChildFailedError as exc:
         summaries = []
         for rank, failure in exc.failures.items():
@@ -555,7 +615,9 @@ def launch_local(nproc: int, argv: list[str], port: int | None = None, *, log_di
     except RendezvousError as exc:
         if port is not None:
             raise PortInUseError(port_in_use_message(port)) from None
-        raise DetcoreError(f"the local workers could not meet (rendezvous on 127.0.0.1 failed): {exc}") from None
+        raise DetcoreError(
+            f"the local workers could not meet (rendezvous on 127.0.0.1 failed): {exc}"
+        ) from None
     except SignalException as exc:
         # The agent has passed the signal on to the workers (the runner
         # saves a checkpoint on SIGTERM/SIGINT) and stopped them.

@@ -729,7 +729,7 @@ class Runner:
         self.iter += 1
 
     def _diverged(self, iteration: int, losses: dict) -> None:
-        terms = ", ".join(f"{k}={float(v):.6g}" for k, v in losses.items())
+        terms = ", ".join(f"{k}={float(v.detach()):.6g}" for k, v in losses.items())
         latest = self._latest_path() if self._last_saved_iter >= 0 else None
         where = (
             f"The last good checkpoint is {latest} (left untouched)"

@@ -15,11 +15,12 @@ from typing import Optional
 
 import torch
 from torch import Tensor, nn
-from torchvision.models.detection import fcos as tv_fcos
 from torchvision.models.detection import faster_rcnn as tv_faster_rcnn
+from torchvision.models.detection import fcos as tv_fcos
 from torchvision.models.detection import mask_rcnn as tv_mask_rcnn
 from torchvision.models.detection import retinanet as tv_retinanet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.roi_heads import paste_masks_in_image
 from torchvision.models.detection.transform import (
     GeneralizedRCNNTransform,
     _resize_image_and_masks,
@@ -53,19 +54,29 @@ class BackboneWithNeck(nn.Module):
 
 
 class DetTransform(GeneralizedRCNNTransform):
-    """torchvision's batching/normalising transform; with ``keep_size`` it
-    does not resize (the data pipeline decides the input size)."""
+    """torchvision's batching/normalising transform. With ``keep_size`` it
+    does not resize (the data pipeline decides the input size).
+    ``label_offset`` is added to target labels on the way in and taken off
+    detections on the way out: the R-CNN family keeps class 0 for the
+    background. Both happen here, in methods torchvision's detectors call,
+    so the detectors stay scriptable with TorchScript."""
 
-    def __init__(self, min_size, max_size: int, image_mean, image_std, size_divisible: int = 32) -> None:
+    def __init__(self, min_size, max_size: int, image_mean, image_std, size_divisible: int = 32,
+                 label_offset: int = 0) -> None:
         keep = min_size is None
         super().__init__(
             800 if keep else min_size, max_size, list(image_mean), list(image_std), size_divisible=size_divisible
         )
         self.keep_size = keep
+        self.label_offset = label_offset
 
+    # Optional[...], not "X | None": TorchScript compiles these methods.
     def resize(
-        self, image: Tensor, target: Optional[dict[str, Tensor]] = None
-    ) -> tuple[Tensor, Optional[dict[str, Tensor]]]:
+        self, image: Tensor, target: Optional[dict[str, Tensor]] = None  # noqa: UP045
+    ) -> tuple[Tensor, Optional[dict[str, Tensor]]]:  # noqa: UP045
+        # forward() hands each target here once, as a copy of the caller's dict.
+        if target is not None and self.label_offset != 0:
+            target["labels"] = target["labels"] + self.label_offset
         if self.keep_size:
             return image, target
         # torchvision's GeneralizedRCNNTransform.resize (super() cannot be
@@ -83,30 +94,34 @@ class DetTransform(GeneralizedRCNNTransform):
             target["keypoints"] = resize_keypoints(target["keypoints"], (h, w), image.shape[-2:])
         return image, target
 
+    def postprocess(
+        self,
+        result: list[dict[str, Tensor]],
+        image_shapes: list[tuple[int, int]],
+        original_image_sizes: list[tuple[int, int]],
+    ) -> list[dict[str, Tensor]]:
+        # torchvision's GeneralizedRCNNTransform.postprocess plus the label shift.
+        if self.training:
+            return result
+        for i, (pred, im_s, o_im_s) in enumerate(zip(result, image_shapes, original_image_sizes)):
+            boxes = resize_boxes(pred["boxes"], im_s, o_im_s)
+            result[i]["boxes"] = boxes
+            if self.label_offset != 0:
+                result[i]["labels"] = pred["labels"] - self.label_offset
+            if "masks" in pred:
+                result[i]["masks"] = paste_masks_in_image(pred["masks"], boxes, o_im_s)
+            if "keypoints" in pred:
+                result[i]["keypoints"] = resize_keypoints(pred["keypoints"], im_s, o_im_s)
+        return result
 
-def _shift_targets(targets, offset: int):
-    if targets is None:
-        return None
-    return [{**t, "labels": t["labels"] + offset} for t in targets]
+
+class FasterRCNN(tv_faster_rcnn.FasterRCNN):
+    """torchvision's Faster R-CNN; its ``transform`` (a :class:`DetTransform`
+    with ``label_offset = 1``) makes labels 0-based in and out."""
 
 
-class _ZeroBasedLabels:
-    """Shifts labels past the background class the R-CNN family keeps at 0."""
-
-    def forward(self, images, targets=None):
-        out = super().forward(images, _shift_targets(targets, 1))
-        if isinstance(out, list):
-            for det in out:
-                det["labels"] = det["labels"] - 1
-        return out
-
-
-class FasterRCNN(_ZeroBasedLabels, tv_faster_rcnn.FasterRCNN):
-    """torchvision's Faster R-CNN with 0-based labels in and out."""
-
-
-class MaskRCNN(_ZeroBasedLabels, tv_mask_rcnn.MaskRCNN):
-    """torchvision's Mask R-CNN with 0-based labels in and out."""
+class MaskRCNN(tv_mask_rcnn.MaskRCNN):
+    """torchvision's Mask R-CNN; labels 0-based in and out as for FasterRCNN."""
 
 
 class RetinaNet(tv_retinanet.RetinaNet):
@@ -213,7 +228,8 @@ def _head(spec, default, **provided):
 
 def _finish(model, detector: str, *, weights, backbone_spec, variant, min_size, max_size, image_mean,
             image_std, size_divisible):
-    model.transform = DetTransform(min_size, max_size, image_mean, image_std, size_divisible)
+    offset = 1 if detector in ("faster_rcnn", "mask_rcnn") else 0
+    model.transform = DetTransform(min_size, max_size, image_mean, image_std, size_divisible, offset)
     model.weights_report = None
     if weights is not None and not pretrained.skipping():
         arch = names.backbone_arch(backbone_spec.table)

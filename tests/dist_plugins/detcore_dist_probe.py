@@ -24,9 +24,15 @@ def configure(parser) -> None:
     parser.add_argument("--port", type=int)
     parser.add_argument("--timeout-s", type=float, default=60.0)
     parser.add_argument("--eval-timeout-s", type=float, default=60.0)
-    parser.add_argument("--slow", type=float, default=0.0, help="rank 0 works this long before sharing")
-    parser.add_argument("--plain-share", action="store_true", help="share on the default group (negative control)")
-    parser.add_argument("--fail-rank", type=int, help="this rank raises while the others wait in a barrier")
+    parser.add_argument(
+        "--slow", type=float, default=0.0, help="rank 0 works this long before sharing"
+    )
+    parser.add_argument(
+        "--plain-share", action="store_true", help="share on the default group (negative control)"
+    )
+    parser.add_argument(
+        "--fail-rank", type=int, help="this rank raises while the others wait in a barrier"
+    )
     parser.add_argument("--kill-rank", type=int, help="this rank kills itself with SIGKILL")
 
 
@@ -45,7 +51,9 @@ def run(args) -> int:
         "launcher": info.launcher,
         "device": str(device),
         "master_port": os.environ.get("MASTER_PORT"),
-        "backend": __import__("torch.distributed").distributed.get_backend() if dist.is_initialized() else None,
+        "backend": __import__("torch.distributed").distributed.get_backend()
+        if dist.is_initialized()
+        else None,
     }
     if args.fail_rank is not None:
         if info.rank == args.fail_rank:

@@ -42,16 +42,25 @@ def dist_tiny_det(num_classes: int = 3, width: int = 8):
         def forward(self, images, targets=None):
             feats = self.backbone(torch.stack(list(images)))
             cls = self.cls(feats).flatten(2).transpose(1, 2)  # [N, L, C]
-            reg = nn.functional.softplus(self.reg(feats)).flatten(2).transpose(1, 2) * self.stride * 2
+            reg = (
+                nn.functional.softplus(self.reg(feats)).flatten(2).transpose(1, 2) * self.stride * 2
+            )
             fh, fw = feats.shape[-2:]
             ys, xs = torch.meshgrid(
-                (torch.arange(fh) + 0.5) * self.stride, (torch.arange(fw) + 0.5) * self.stride, indexing="ij"
+                (torch.arange(fh) + 0.5) * self.stride,
+                (torch.arange(fw) + 0.5) * self.stride,
+                indexing="ij",
             )
             centers = torch.stack([xs.reshape(-1), ys.reshape(-1)], 1)
-            ltrb_to_box = torch.cat([centers, centers], 1) + reg * torch.tensor([-1.0, -1.0, 1.0, 1.0])
+            ltrb_to_box = torch.cat([centers, centers], 1) + reg * torch.tensor(
+                [-1.0, -1.0, 1.0, 1.0]
+            )
             if not self.training:
                 scores, labels = cls.sigmoid().max(-1)
-                return [{"boxes": b, "scores": s, "labels": lb} for b, s, lb in zip(ltrb_to_box, scores, labels)]
+                return [
+                    {"boxes": b, "scores": s, "labels": lb}
+                    for b, s, lb in zip(ltrb_to_box, scores, labels)
+                ]
             cls_losses, box_losses = [], []
             for k, t in enumerate(targets):
                 boxes = t["boxes"].float()
@@ -61,9 +70,13 @@ def dist_tiny_det(num_classes: int = 3, width: int = 8):
                     & (centers[:, None, 1] > boxes[None, :, 1])
                     & (centers[:, None, 1] < boxes[None, :, 3])
                 )  # [L, K]
-                area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))[None].expand_as(inside)
+                area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))[None].expand_as(
+                    inside
+                )
                 area = torch.where(inside, area, torch.full_like(area, float("inf")))
-                best_area, best = area.min(1) if len(boxes) else (torch.full((len(centers),), float("inf")), None)
+                best_area, best = (
+                    area.min(1) if len(boxes) else (torch.full((len(centers),), float("inf")), None)
+                )
                 pos = torch.isfinite(best_area)
                 target = torch.zeros_like(cls[k])
                 if pos.any():
@@ -71,10 +84,19 @@ def dist_tiny_det(num_classes: int = 3, width: int = 8):
                 npos = max(int(pos.sum()), 1)
                 cls_losses.append(sigmoid_focal_loss(cls[k], target, reduction="sum") / npos)
                 if pos.any():
-                    box_losses.append(nn.functional.l1_loss(ltrb_to_box[k][pos], boxes[best[pos]], reduction="sum") / npos / 32)
+                    box_losses.append(
+                        nn.functional.l1_loss(
+                            ltrb_to_box[k][pos], boxes[best[pos]], reduction="sum"
+                        )
+                        / npos
+                        / 32
+                    )
                 else:
                     box_losses.append(reg[k].sum() * 0.0)
-            return {"loss_cls": torch.stack(cls_losses).mean(), "loss_box": torch.stack(box_losses).mean()}
+            return {
+                "loss_cls": torch.stack(cls_losses).mean(),
+                "loss_box": torch.stack(box_losses).mean(),
+            }
 
     return DistTinyDetector()
 
@@ -97,7 +119,9 @@ class PredictionSummary:
             time.sleep(self.sleep_s)
         ids = [int(p["image_id"]) for p in predictions]
         boxes = [p["boxes"].double() for p in sorted(predictions, key=lambda p: int(p["image_id"]))]
-        scores = [p["scores"].double() for p in sorted(predictions, key=lambda p: int(p["image_id"]))]
+        scores = [
+            p["scores"].double() for p in sorted(predictions, key=lambda p: int(p["image_id"]))
+        ]
         return {
             "n_predictions": float(len(ids)),
             "n_images": float(len(set(ids))),

@@ -42,7 +42,7 @@ class RawValModel:
 class NanWeights:
     name = "nan_weights"
 
-    def __init__(self, at_iter: int = 1, param: str = "head.weight"):
+    def __init__(self, at_iter: int, param: str):
         self.at_iter = at_iter
         self.param = param
 

@@ -21,8 +21,18 @@ SIZE = 48
 BASE: dict = {
     "seed": 0,
     "device": "cpu",
-    "plugins": ["hooks_probe", "probe_detector"],
-    "model": {"type": "probe_detector", "num_classes": 2},
+    "plugins": ["hooks_probe"],
+    "model": {
+        "type": "fcos",
+        "num_classes": 2,
+        "backbone": {"type": "tiny", "width": 8},
+        "neck": {"type": "fpn", "out_channels": 32, "extra": "p6p7"},
+        "min_size": SIZE,
+        "max_size": SIZE,
+        "score_thresh": 0.0,
+        "detections_per_img": 10,
+        "topk_candidates": 50,
+    },
     "data": {
         "batch_size": 4,
         "workers": 0,

@@ -308,3 +308,34 @@ def counting_synthetic(num_images: int = 8, image_size: int = 32, num_classes: i
 @hookimpl
 def detcore_datasets():
     return {"counting_synthetic": counting_synthetic}
+
+
+class FixedValModel:
+    """``detcore_val_model``: validate with a module that predicts one box
+    ``[1, 2, 3, 4]`` (score 0.5, label 0) per image."""
+
+    @hookimpl
+    def detcore_val_model(self, runner):
+        import torch
+
+        class Fixed(torch.nn.Module):
+            def forward(self, images):
+                return [
+                    {
+                        "boxes": torch.tensor([[1.0, 2.0, 3.0, 4.0]]),
+                        "scores": torch.tensor([0.5]),
+                        "labels": torch.tensor([0]),
+                    }
+                    for _ in images
+                ]
+
+        return Fixed()
+
+
+def fixed_val_model():
+    return FixedValModel()
+
+
+@hookimpl(specname="detcore_runner_hooks")
+def _more_runner_hooks():
+    return {"fixed_val_model": fixed_val_model}

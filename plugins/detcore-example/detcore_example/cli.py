@@ -34,8 +34,13 @@ def run(args) -> int:
 
 def make_demo(out: Path, images: int, size: int, seed: int) -> int:
     import random
+    import warnings
 
     import torch
+
+    # torchvision 0.29 deprecates its image codecs in favour of TorchCodec;
+    # they work, and the warning would repeat for every image.
+    warnings.filterwarnings("ignore", message="The image decoding and encoding", category=DeprecationWarning)
     from torchvision.io import write_png
 
     rng = random.Random(seed)

@@ -6,8 +6,8 @@ import os
 
 import torch
 from torchvision import tv_tensors
-from torchvision.io import ImageReadMode, decode_image
 
+from detcore.data.image_io import read_image
 from detcore_example.csv_format import read_csv_boxes
 
 
@@ -27,7 +27,7 @@ class CsvBoxesDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, idx: int):
         name = self.images[idx]
-        image = decode_image(os.path.join(self.img_dir, name), mode=ImageReadMode.RGB)
+        image = read_image(os.path.join(self.img_dir, name))
         h, w = image.shape[-2:]
         rows = [r for r in self.table.boxes[name] if r[4] in self._index]
         boxes = torch.tensor([r[:4] for r in rows], dtype=torch.float32).reshape(-1, 4)

@@ -3,7 +3,6 @@ shared by the classification and the box branch."""
 
 from __future__ import annotations
 
-from torch import nn
 from torchvision.models.detection.fcos import FCOSHead
 
 

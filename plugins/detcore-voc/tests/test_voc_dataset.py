@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from detcore_voc.annotations import VOC_CLASSES, VocFormatError, default_classes, read_xml
+from detcore_voc.dataset import VocDataset
 from torchvision import tv_tensors
 
 from detcore.catalog import Catalog
 from detcore.errors import RunFileError
 from detcore.plugins import get_plugin_manager
-from detcore_voc.annotations import VOC_CLASSES, VocFormatError, default_classes, read_xml
-from detcore_voc.dataset import VocDataset
 
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from detcore_voc.dataset import VocDataset
 from detcore_voc.metric import VocMetric, average_precision, box_iou, class_pr
 

@@ -1,0 +1,50 @@
+"""A short real training run on BCCD with the ``voc`` dataset and metric,
+through detcore.testing (in-process, CPU)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from detcore_voc import plugin
+
+from detcore.testing import detcore_tester  # noqa: F401 - the fixture
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "bccd.toml"
+BCCD = Path(__file__).resolve().parents[4] / "shared" / "data" / "bccd"
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not BCCD.is_dir(), reason="shared BCCD data not present")
+def test_bccd_example_trains_and_reports_voc_map(detcore_tester):
+    # The example run file, pointed at the data wherever the checkout is and
+    # cut down to two iterations and one validation at 96 pixels.
+    detcore_tester.register(plugin, "voc", distribution="detcore-voc")
+    root = str(BCCD)
+    result = detcore_tester.train(
+        EXAMPLE,
+        [
+            f"data.train.root='{root}'",
+            f"data.val.root='{root}'",
+            f"data.test.root='{root}'",
+            "data.workers=0",
+            "data.batch_size=2",
+            "device='cpu'",
+            f"work_dir='{detcore_tester.path / 'work'}'",
+            "train={ max_iters = 2, val_interval = 2 }",
+            "lr_schedule={ type = 'constant' }",
+            "checkpoint={ interval = 2, keep = 1 }",
+            "model.min_size=96",
+            "model.max_size=128",
+            "data.val.transforms=[{ type = 'resize', size = 96, max_size = 128 }]",
+            "data.train.transforms=[{ type = 'resize', size = 96, max_size = 128 }]",
+        ],
+    )
+    dataset = result.assert_built("dataset", "voc:voc")
+    assert dataset.class_names == ["Platelets", "RBC", "WBC"]
+    result.assert_built("metric", "voc")
+    final = [s for s in result.scalars() if "voc_mAP" in s][-1]
+    assert 0.0 <= final["voc_mAP"] <= 1.0 and 0.0 <= final["voc_mAP_11pt"] <= 1.0
+    assert {"voc_AP/RBC", "voc_AP/WBC", "voc_AP/Platelets"} <= set(final)
