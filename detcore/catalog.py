@@ -47,7 +47,7 @@ KNOWN_PROVIDERS: dict[tuple[str, str], str] = {
     ("runner_hook", "visualize"): "detcore-hooks",
     ("runner_hook", "freeze"): "detcore-hooks",
     ("runner_hook", "profiler"): "detcore-hooks",
-    ("runner_hook", "check_invalid_loss"): "detcore-hooks",
+    ("runner_hook", "check_finite"): "detcore-hooks",
 }
 
 

@@ -75,6 +75,11 @@ class DetcorePluginManager(pluggy.PluginManager):
             )
             return None
         except ValueError as exc:
+            other = self.get_name(plugin)
+            if other is not None:
+                raise PluginError(
+                    f"'{name}' is already loaded as plugin '{other}' ({self.describe(other)})"
+                ) from None
             first = self._origin.get(name, ("another plugin", ""))
             raise PluginError(
                 f"two plugins are named '{name}': {' '.join(first).strip()} and "
@@ -155,6 +160,10 @@ class DetcorePluginManager(pluggy.PluginManager):
                 f"plugin module '{module_name}' (local module) failed to import: "
                 f"{type(exc).__name__}: {exc}. Fix it, or leave it out of -p / 'plugins'.",
             )
+            return
+        if self.is_registered(module):
+            # Already loaded, e.g. as an installed distribution's entry point.
+            self._origin.pop(module_name, None)
             return
         self.register_origin(module, module_name, "local module", getattr(module, "__file__", "") or "")
 

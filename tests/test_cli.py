@@ -151,6 +151,7 @@ def test_plugins_check_reports_every_broken_plugin():
     assert "'detcore_after_val_epoch' takes argument(s) metric" in bad
     assert "'detcore_before_run' lacks @detcore.hookimpl" in bad
     assert "backbone 'bad_backbone': parameter 'depth' is positional-only" in bad
+    assert "metric 'bad_metric': the type hint of parameter 'thr' ('Threshold') cannot be evaluated" in bad
 
 
 def test_a_broken_plugin_stops_other_commands_with_one_message():

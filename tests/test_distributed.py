@@ -70,6 +70,8 @@ def check_two_ranks(recs: list[dict], launcher: str) -> None:
     # share_from_main: rank 0's result everywhere.
     assert recs[0]["shared"] == recs[1]["shared"] == {"total": 3, "ranks": [0, 1]}
     assert recs[0]["after"] == recs[1]["after"] == [0, 1]
+    # any_rank: one rank's flag reaches every rank.
+    assert recs[0]["any"] == recs[1]["any"] == [True, False]
 
 
 # --------------------------------------------------------------------------
@@ -145,6 +147,7 @@ def test_init_distributed_errors(monkeypatch):
     assert dist.gather_to_main("x") == ["x"]
     assert dist.share_from_main(3) == 3
     assert dist.all_gather_object(1) == [1]
+    assert dist.any_rank(True) and not dist.any_rank(False)
     dist.barrier(timeout_s=5)
 
 

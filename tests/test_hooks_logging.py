@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "hooks_plugins"))
-from hooks_runs import detcore_cli, train, write_run  # noqa: E402
+from hooks_runs import detcore_cli, detcore_on_terminal, train, write_run  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -59,6 +59,17 @@ def test_progress_prints_plain_lines_when_stdout_is_not_a_terminal(tmp_path):
     assert re.search(r"^epoch 1/2 val: score 0\.1000$", out, re.M)
     assert re.search(r"^epoch 2/2 val: score 0\.2000$", out, re.M)
     assert re.search(r"^training finished at iteration 4 in \d+:\d\d:\d\d$", out, re.M)
+
+
+def test_progress_draws_a_bar_on_a_terminal(tmp_path):
+    # mode "auto" on a pseudo-terminal (which reports a size of 0 x 0, where
+    # tqdm left to itself draws nothing).
+    path = write_run(tmp_path, [{"type": "progress"}], train={"max_epochs": 1})
+    status, out = detcore_on_terminal("train", str(path), cwd=tmp_path)
+    assert status == 0, out
+    assert re.search(r"\repoch 1/1: +100%\|.*\| 2/2 \[.*loss \d+\.\d{4} lr 0\.02 eta ", out), out
+    assert re.search(r"\rval: +100%\|.*\| 1/1 ", out)
+    assert not re.search(r"^epoch 1/1 iter", out, re.M)  # no plain lines
 
 
 def test_progress_bar_mode_draws_a_tqdm_bar(tmp_path, capsys):

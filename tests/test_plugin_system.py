@@ -143,6 +143,13 @@ def test_blocking_removes_the_conflict(site):
     assert catalog.get("backbone", "fx_shared").plugin == "fxa"
 
 
+def test_dash_p_of_an_installed_plugin_module_is_a_no_op(site):
+    pm = get_plugin_manager(["detcore_fx_a", "detcore_fx_b.plugin"])
+    names = [name for name, _ in pm.list_name_plugin()]
+    assert names.count("fxa") == 1 and "detcore_fx_a" not in names and "detcore_fx_b.plugin" not in names
+    assert pm.distribution_of("fxa") == ("detcore-fx-a", "1.2.3")
+
+
 def test_a_registration_hook_that_raises_names_the_plugin(tmp_path, monkeypatch):
     (tmp_path / "fx_raises.py").write_text(
         "from detcore import hookimpl\n\n@hookimpl\ndef detcore_metrics():\n    return {}['x']\n"
@@ -273,8 +280,13 @@ class Venv:
 
 
 def _build_wheel(project: Path, out: Path) -> Path:
+    import shutil
+
+    # Built from a copy: setuptools writes build/ and *.egg-info into the tree.
+    src = out.parent / f"src-{project.name}"
+    shutil.copytree(project, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(out), str(project)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(out), str(src)],
         check=True,
         capture_output=True,
         env={**os.environ, **OFFLINE_PIP},

@@ -149,3 +149,16 @@ def test_every_transform_is_registered_and_bad_arguments_name_the_key(catalog):
 def test_registration_module_is_light():
     code = "import sys, detcore.builtin.data; assert 'torch' not in sys.modules and 'torchvision' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_images_without_objects_pass_every_transform(catalog):
+    tables = [{"type": "random_iou_crop"}, {"type": "random_zoom_out", "p": 1.0}, {"type": "random_crop", "size": 32},
+              {"type": "photometric_distortion", "p": 1.0}, {"type": "resize", "size": 20}]
+    pipe = build_pipeline([catalog.build("transform", t) for t in tables])
+    image, target = sample()
+    empty = {**target, "boxes": tv_tensors.BoundingBoxes(torch.zeros(0, 4), format="XYXY", canvas_size=(40, 60)),
+             "labels": target["labels"][:0], "iscrowd": target["iscrowd"][:0],
+             "masks": tv_tensors.Mask(torch.zeros(0, 40, 60, dtype=torch.uint8))}
+    torch.manual_seed(0)
+    out_img, out = pipe(image, empty)
+    assert out["boxes"].shape == (0, 4) and out["masks"].shape == (0, *out_img.shape[-2:])

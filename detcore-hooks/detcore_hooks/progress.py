@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import os
 import sys
 import time
 
@@ -54,6 +55,16 @@ class ProgressHook:
     @property
     def out(self):
         return self.stream if self.stream is not None else sys.stdout
+
+    def _bar_size(self) -> dict:
+        """tqdm's size arguments: follow the terminal, or 100 x 20 where it
+        reports a size of 0 x 0 (a pty nobody sized), in which tqdm draws
+        nothing."""
+        try:
+            cols = os.get_terminal_size(self.out.fileno()).columns
+        except (AttributeError, OSError, ValueError):
+            cols = 0
+        return {"dynamic_ncols": True} if cols > 0 else {"ncols": 100, "nrows": 20}
 
     def _print(self, line: str) -> None:
         print(line, file=self.out, flush=True)
@@ -120,9 +131,9 @@ class ProgressHook:
             total=total,
             desc=self._epoch_label(runner, epoch),
             file=self.out,
-            dynamic_ncols=True,
             leave=False,
             unit="it",
+            **self._bar_size(),
         )
 
     @hookimpl
@@ -166,7 +177,9 @@ class ProgressHook:
         if self.bar_mode:
             from tqdm import tqdm
 
-            self._val_bar = tqdm(total=self._val_total, desc="val", file=self.out, dynamic_ncols=True, leave=False, unit="batch")
+            self._val_bar = tqdm(
+                total=self._val_total, desc="val", file=self.out, leave=False, unit="batch", **self._bar_size()
+            )
 
     @hookimpl
     def detcore_after_val_iter(self, runner, batch, outputs: list) -> None:

@@ -268,6 +268,8 @@ def init_distributed(
             f"--launcher {launcher}, but {', '.join(missing)} is not set: start the job with "
             "'torchrun --nproc-per-node N -m detcore train RUN.toml' or 'detcore train RUN.toml --nproc N'"
         )
+    global _train_timeout_s
+    _train_timeout_s = float(timeout_s)
     rank = int(os.environ["RANK"])
     world = int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
@@ -334,6 +336,7 @@ def _is_addr_in_use(exc: BaseException) -> bool:
 
 
 _object_groups: dict = {}
+_train_timeout_s = 1800.0  # init_distributed's timeout_s
 
 
 def _object_group(timeout_s: float):
@@ -411,6 +414,22 @@ def share_from_main(obj, timeout_s: float = 7200.0):
     holder = [obj]
     dist.broadcast_object_list(holder, src=0, group=_object_group(timeout_s))
     return holder[0]
+
+
+def any_rank(flag: bool) -> bool:
+    """``True`` on every rank when ``flag`` is true on at least one (a
+    collective: every rank must call it). For stop decisions that must be
+    taken at the same iteration everywhere (a signal seen by one rank first,
+    a non-finite loss on one rank's batch); runs on gloo, so it costs no GPU
+    synchronisation."""
+    import torch
+    import torch.distributed as dist
+
+    if not is_initialized() or dist.get_world_size() == 1:
+        return bool(flag)
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=_object_group(_train_timeout_s))
+    return bool(t.item())
 
 
 def cleanup() -> None:
@@ -546,11 +565,15 @@ def launch_local(
     started at once never clash), else on ``port`` (``dist.port``), which
     must be free: a taken one raises :class:`PortInUseError` naming it.
 
+    Each worker finds that command line (``--nproc N`` included) as JSON in
+    ``DETCORE_LAUNCH_ARGV``, e.g. for a "resume with" hint.
+
     Worker output goes to the console prefixed ``[rankN]:`` and to log files
     under ``log_dir`` (a temporary folder, removed after success). When a
     rank fails, the agent stops the others and this prints one line naming
     the failing rank and its error, and returns its exit status.
     """
+    import json
     import logging
     import shutil
     import tempfile
@@ -590,9 +613,20 @@ def launch_local(
     # The agent's own INFO/WARNING chatter (rendezvous details, "Stopping
     # worker group") would bury the workers' output; its failure report is
     # replaced by the one line printed below.
-    elastic_logger = logging.getLogger("torch.distributed.elastic")
-    old_level = elastic_logger.level
-    elastic_logger.setLevel(logging.CRITICAL)
+    # (Each elastic module sets its logger's level itself, so every one of
+    # them is quietened, not just the parent.)
+    quiet = {
+        name: lg.level
+        for name, lg in logging.root.manager.loggerDict.items()
+        if name.startswith("torch.distributed.elastic") and isinstance(lg, logging.Logger)
+    }
+    for name in quiet:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    # For the workers' "resume with: detcore ..." hint: the command to type
+    # again is the launcher's (with --nproc), not the worker's.
+    os.environ["DETCORE_LAUNCH_ARGV"] = json.dumps(
+        [*strip_launch_args(list(argv)), "--nproc", str(nproc)]
+    )
     try:
         elastic_launch(config, sys.executable)(
             "-u", "-m", "detcore", *strip_launch_args(list(argv))
@@ -627,7 +661,8 @@ def launch_local(
         print("detcore: interrupted", file=sys.stderr)
         return 130
     finally:
-        elastic_logger.setLevel(old_level)
+        for name, level in quiet.items():
+            logging.getLogger(name).setLevel(level)
     if own_dir:
         shutil.rmtree(log_dir, ignore_errors=True)
     return 0

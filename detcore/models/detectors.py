@@ -142,14 +142,17 @@ def _accepts(spec, name: str) -> bool:
     return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
-def _backbone_extra(spec, weights: str | None, variant: str) -> dict:
-    """Defaults torchvision uses for a backbone under detector weights:
-    frozen BatchNorm (v1) and 3 trainable layers; the detector's weights
-    replace the backbone's own."""
-    if weights is None:
-        return {}
-    extra = {}
+def _backbone_extra(detector: str, spec, weights: str | None, variant: str) -> dict:
+    """Backbone arguments the detector sets where the run file does not:
+    C3-C5 for RetinaNet/FCOS, and under detector weights what torchvision
+    uses: frozen BatchNorm (v1) and 3 trainable layers; the detector's
+    weights replace the backbone's own."""
+    from detcore.builtin.models import dense_backbone_defaults
+
     args = spec.args
+    extra = dense_backbone_defaults(detector, spec.component.plugin, spec.component.name, args)
+    if weights is None:
+        return extra
     if "norm" not in args and _accepts(spec, "norm"):
         extra["norm"] = "frozen_bn" if variant == "v1" else "bn"
     if not {"trainable_layers", "frozen_stages"} & set(args) and _accepts(spec, "trainable_layers"):
@@ -160,8 +163,8 @@ def _backbone_extra(spec, weights: str | None, variant: str) -> dict:
     return extra
 
 
-def build_features(backbone, neck, *, weights, variant, default_neck: dict) -> BackboneWithNeck:
-    body = backbone(**_backbone_extra(backbone, weights, variant))
+def build_features(detector: str, backbone, neck, *, weights, variant, default_neck: dict) -> BackboneWithNeck:
+    body = backbone(**_backbone_extra(detector, backbone, weights, variant))
     in_channels = [int(c) for c in body.out_channels]
     if neck is None:
         fpn = necks.fpn(in_channels, **default_neck)
@@ -281,7 +284,7 @@ def build_rcnn(
 ):
     v2 = variant == "v2"
     features = build_features(
-        backbone, neck, weights=weights, variant=variant,
+        detector, backbone, neck, weights=weights, variant=variant,
         default_neck={"out_channels": 256, "extra": "maxpool", "norm": "bn" if v2 else "none"},
     )
     body_names, neck_names = _probe(features)
@@ -376,7 +379,7 @@ def build_single_stage(
         default_neck = {"out_channels": 256, "extra": "p6p7_c5" if v2 else "p6p7"}
     else:
         default_neck = {"out_channels": 256, "extra": "p6p7"}
-    features = build_features(backbone, neck, weights=weights, variant=variant, default_neck=default_neck)
+    features = build_features(detector, backbone, neck, weights=weights, variant=variant, default_neck=default_neck)
     _, neck_names = _probe(features)
     levels = len(neck_names)
     channels = features.out_channels

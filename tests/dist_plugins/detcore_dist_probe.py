@@ -82,6 +82,7 @@ def run(args) -> int:
     rec["waited_s"] = time.monotonic() - t0
     # A training-style collective after the long wait still works.
     rec["after"] = dist.all_gather_object(info.rank)
+    rec["any"] = [dist.any_rank(info.rank == 1), dist.any_rank(False)]
     dist.barrier()
     (out / f"rank{info.rank}.json").write_text(json.dumps(rec))
     dist.cleanup()

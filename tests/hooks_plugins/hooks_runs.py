@@ -77,10 +77,39 @@ def train(path: Path, *, resume: str | None = None, plugin_args=()) -> int:
     return run_train(load_run(path, plugin_args=plugin_args), resume=resume, argv=["train", str(path)])
 
 
+def _env() -> dict:
+    return dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(PLUGINS_DIR), os.environ.get("PYTHONPATH", "")]),
+        OMP_NUM_THREADS="1",
+    )
+
+
 def detcore_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """``detcore ARGS`` in a subprocess whose stdout is a pipe (not a TTY)."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(PLUGINS_DIR), os.environ.get("PYTHONPATH", "")]),
-               OMP_NUM_THREADS="1")
     return subprocess.run(
-        [sys.executable, "-m", "detcore", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
+        [sys.executable, "-m", "detcore", *args], capture_output=True, text=True, cwd=cwd, env=_env(), timeout=300
     )
+
+
+def detcore_on_terminal(*args: str, cwd: Path | None = None) -> tuple[int, str]:
+    """``detcore ARGS`` with stdout and stderr on a pseudo-terminal; (exit
+    status, everything written to it)."""
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "detcore", *args], stdout=slave, stderr=slave, cwd=cwd, env=_env()
+    )
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    return proc.wait(timeout=300), b"".join(chunks).decode(errors="replace")

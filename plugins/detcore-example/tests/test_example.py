@@ -11,7 +11,9 @@ from detcore_example import plugin
 from detcore_example.cli import make_demo
 
 from detcore.errors import PluginError, RunFileError
-from detcore.testing import detcore_tester, tiny_run  # noqa: F401 - the fixture
+from detcore.testing import tiny_run
+
+pytestmark = pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")
 
 EVERYTHING = {
     "model": {

@@ -58,7 +58,7 @@ def test_bccd_box_counts_over_all_splits():
     for split in ("trainval", "test"):
         with pytest.warns(UserWarning) if split == "trainval" else _nothing():
             ds = VocDataset(str(BCCD), split)
-        for boxes, labels, _ in ds.voc_ground_truth().values():
+        for _, labels, _ in ds.voc_ground_truth().values():
             for label in labels.tolist():
                 counts[ds.class_names[label]] = counts.get(ds.class_names[label], 0) + 1
     # The data's README: RBC 4,155, WBC 372, Platelets 361, two of the RBC

@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 from detcore_voc import plugin
 
-from detcore.testing import detcore_tester  # noqa: F401 - the fixture
-
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "bccd.toml"
 BCCD = Path(__file__).resolve().parents[4] / "shared" / "data" / "bccd"
 
-pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+    pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning"),
+]
 
 
 @pytest.mark.slow
@@ -48,3 +49,22 @@ def test_bccd_example_trains_and_reports_voc_map(detcore_tester):
     final = [s for s in result.scalars() if "voc_mAP" in s][-1]
     assert 0.0 <= final["voc_mAP"] <= 1.0 and 0.0 <= final["voc_mAP_11pt"] <= 1.0
     assert {"voc_AP/RBC", "voc_AP/WBC", "voc_AP/Platelets"} <= set(final)
+
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (REPO.parent / "shared" / "data" / "bccd").is_dir(), reason="shared BCCD data not present")
+def test_readme_check_command_from_the_repository_root():
+    import subprocess
+    import sys
+
+    detcore = Path(sys.executable).with_name("detcore")
+    proc = subprocess.run(
+        [str(detcore), "config", "check", "plugins/detcore-voc/examples/bccd.toml"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "OK (detector 'fcos', data: train, val, test, 1 metric(s), 0 hook(s))" in proc.stdout
+    assert "detcore config check plugins/detcore-voc/examples/bccd.toml" in (REPO / "plugins/detcore-voc/README.md").read_text()
