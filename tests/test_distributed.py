@@ -227,12 +227,13 @@ def test_slow_rank0_work_outlives_collective_timeout(tmp_path):
     job completes. The negative control shows the same wait on the default
     group does time out, so the test can fail."""
     out = tmp_path / "ok"
-    res = run_probe(
-        out, "--nproc", "2", "--timeout-s", "1", "--eval-timeout-s", "60", "--slow", "2.5"
-    )
+    port = dist.free_port()  # also: an explicit free port (dist.port) is used as given
+    args = ("--timeout-s", "1", "--eval-timeout-s", "60", "--slow", "2.5", "--port", str(port))
+    res = run_probe(out, "--nproc", "2", *args)
     assert res.returncode == 0, res.stderr[-3000:]
     recs = records(out)
     check_two_ranks(recs, "torchrun")
+    assert recs[0]["master_port"] == str(port)
     assert recs[1]["waited_s"] > 1.5  # waited past the 1 s collective timeout
 
     res = run_probe(

@@ -86,6 +86,40 @@ def metric_keys(records: list[dict]) -> list[str]:
     return sorted(keys, key=lambda k: (not k.endswith("_mAP"), keys.index(k)))
 
 
+def run_settings(work_dir: str | Path) -> dict:
+    """What the work dir's ``resolved.toml`` says about the run (empty when
+    there is none): whether it counts epochs, the ``save_best`` metric and its
+    rule, and the best checkpoint from ``latest.json``."""
+    try:
+        import tomllib
+    except ImportError:  # Python < 3.11
+        import tomli as tomllib
+
+    wd = Path(work_dir)
+    if wd.is_file():
+        wd = wd.parent
+    out: dict = {}
+    try:
+        with open(wd / "resolved.toml", "rb") as f:
+            cfg = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError):
+        cfg = {}
+    train = cfg.get("train") or {}
+    if train:
+        out["by_epoch"] = train.get("max_epochs") is not None
+    ck = cfg.get("checkpoint") or {}
+    if ck.get("save_best"):
+        out["metric"] = ck["save_best"]
+        out["rule"] = ck.get("best_rule", "greater")
+    try:
+        best = json.loads((wd / "latest.json").read_text()).get("best")
+    except (OSError, ValueError, AttributeError):
+        best = None
+    if best:
+        out["best_checkpoint"] = str(wd / best)
+    return out
+
+
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
@@ -142,7 +176,8 @@ def format_summary(name: str, s: dict) -> str:
         lines.append(f"  iterations logged:   {int(s['last_iter'])} ({s['records']} log records)")
     if "metric" in s:
         when = f"iteration {int(s['best_iter'])}"
-        if s.get("best_epoch") is not None:
+        # Iteration-based runs validate mid-epoch: the epoch says little there.
+        if s.get("best_epoch") is not None and s.get("by_epoch", True):
             when = f"epoch {int(s['best_epoch'])}, {when}"
         lines.append(f"  best {s['metric']}:{' ' * max(1, 13 - len(s['metric']))}{s['best']:.4f} ({when})")
         lines.append(f"  last {s['metric']}:{' ' * max(1, 13 - len(s['metric']))}{s['last']:.4f} "
@@ -162,6 +197,8 @@ def format_summary(name: str, s: dict) -> str:
                 "  -> the data pipeline is a bottleneck: raise data.workers, simplify "
                 "transforms or decode smaller images"
             )
+    if s.get("best_checkpoint"):
+        lines.append(f"  best checkpoint:     {s['best_checkpoint']}")
     if "last_loss" in s:
         lines.append(f"  loss:                {s['first_loss']:.4f} -> {s['last_loss']:.4f}")
     if "max_memory" in s:
@@ -171,15 +208,23 @@ def format_summary(name: str, s: dict) -> str:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("work_dirs", nargs="+", metavar="WORK_DIR", help="work dir(s) of training runs")
-    parser.add_argument("--metric", help="metric to rank evaluations by (default: the first *_mAP logged)")
-    parser.add_argument("--rule", choices=["greater", "less"], default="greater", help="whether greater or smaller --metric is better")
+    parser.add_argument("--metric", help="metric to rank evaluations by (default: the run's checkpoint.save_best, else the first *_mAP logged)")
+    parser.add_argument("--rule", choices=["greater", "less"], help="whether greater or smaller --metric is better (default: the run's checkpoint.best_rule, else greater)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
 
 
 def run(args) -> int:
     results = {}
     for wd in args.work_dirs:
-        results[str(wd)] = summarize(read_scalars(wd), args.metric, args.rule)
+        records = read_scalars(wd)
+        settings = run_settings(wd)
+        metric = args.metric or settings.get("metric")
+        if metric and not args.metric and not any(metric in r for r in records):
+            metric = None  # save_best names a metric this run has not logged yet
+        rule = args.rule or (settings.get("rule", "greater") if metric == settings.get("metric") else "greater")
+        summary = summarize(records, metric, rule)
+        summary.update({k: v for k, v in settings.items() if k in ("by_epoch", "best_checkpoint")})
+        results[str(wd)] = summary
     if args.json:
         print(json.dumps(results, indent=2))
     else:

@@ -24,7 +24,9 @@ class SyntheticDataset(torch.utils.data.Dataset):
 
     Follows the dataset contract of :func:`detcore.hookspecs.detcore_datasets`:
     ``class_names``, ``aspect_ratios``, ``palette``, ``labels_of`` and items
-    ``(tv_tensors.Image uint8, target)``.
+    ``(tv_tensors.Image uint8, target)``. It also has ``cat_ids`` (1..C),
+    ``img_ids`` and, built on first use with pycocotools, ``coco``: the
+    ground truth as a COCO object, so the ``coco`` metric evaluates it.
     """
 
     def __init__(
@@ -52,6 +54,9 @@ class SyntheticDataset(torch.utils.data.Dataset):
         self.seed = int(seed)
         self.transforms = transforms
         self.aspect_ratios = [w / h for h, w in (self.size_of(i) for i in range(self.num_images))]
+        self.cat_ids = list(range(1, len(self.class_names) + 1))
+        self.img_ids = list(range(self.num_images))
+        self._coco = None
 
     def __len__(self) -> int:
         return self.num_images
@@ -78,6 +83,38 @@ class SyntheticDataset(torch.utils.data.Dataset):
         y0 = torch.rand(k, generator=g) * (h - bh)
         boxes = torch.stack([x0, y0, x0 + bw, y0 + bh], dim=1).round()
         return boxes, labels
+
+    def coco_dict(self) -> dict:
+        """The annotations in COCO format (boxes in original pixels)."""
+        images, anns = [], []
+        for idx in range(self.num_images):
+            h, w = self.size_of(idx)
+            images.append({"id": idx, "width": w, "height": h, "file_name": f"{idx:06d}.png"})
+            boxes, labels = self.annotations(idx)
+            for (x0, y0, x1, y1), lab in zip(boxes.tolist(), labels.tolist()):
+                anns.append({
+                    "id": len(anns) + 1, "image_id": idx, "category_id": self.cat_ids[lab],
+                    "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0,
+                })
+        cats = [{"id": c, "name": n} for c, n in zip(self.cat_ids, self.class_names)]
+        return {"images": images, "annotations": anns, "categories": cats}
+
+    @property
+    def coco(self):
+        """A ``pycocotools.coco.COCO`` of :meth:`coco_dict` (pycocotools is
+        imported here, only when a COCO metric asks)."""
+        if self._coco is None:
+            import contextlib
+            import io
+
+            from pycocotools.coco import COCO
+
+            coco = COCO()
+            coco.dataset = self.coco_dict()
+            with contextlib.redirect_stdout(io.StringIO()):
+                coco.createIndex()
+            self._coco = coco
+        return self._coco
 
     def labels_of(self, idx: int) -> set[int]:
         return {int(v) for v in self.annotations(idx)[1].tolist()}

@@ -600,9 +600,12 @@ def launch_local(
         max_nodes=1,
         nproc_per_node=nproc,
         run_id=uuid.uuid4().hex,
-        rdzv_backend="c10d",
+        # Free port: torchrun --standalone's c10d rendezvous on port 0, the
+        # workers' store on another OS-chosen port. Explicit port: a static
+        # rendezvous, so that MASTER_PORT is exactly dist.port.
+        rdzv_backend="c10d" if port is None else "static",
         rdzv_endpoint=f"127.0.0.1:{port or 0}",
-        rdzv_configs={"is_host": True},
+        rdzv_configs={"is_host": True} if port is None else {"rank": 0},
         max_restarts=0,
         monitor_interval=0.1,
         start_method="spawn",

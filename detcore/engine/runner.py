@@ -685,6 +685,8 @@ class Runner:
                     self.validate()
                 if self.iter % cfg.checkpoint.interval == 0 or self._done():
                     self.save_checkpoint()
+            if self.world_size > 1:
+                self._agree_on_stop()
             if self._signal is not None:
                 raise Interrupted
             if self.stop_training:
@@ -696,6 +698,27 @@ class Runner:
                 return self._batch_in_epoch >= n_batches
             t_prev = time.perf_counter()
         return True
+
+    def _agree_on_stop(self) -> None:
+        """Make every rank stop at the same iteration: a signal or
+        ``stop_training`` seen by one rank (signals reach ranks at different
+        moments) stops all, so none is left waiting in a collective."""
+        import torch
+        import torch.distributed as tdist
+
+        flags = torch.tensor(
+            [int(self._signal or 0), int(bool(self.stop_training))], dtype=torch.int64, device=self._flag_device()
+        )
+        tdist.all_reduce(flags, op=tdist.ReduceOp.MAX)
+        sig, stop = flags.tolist()
+        if sig and self._signal is None:
+            self._signal = sig
+        self.stop_training = bool(stop)
+
+    def _flag_device(self):
+        import torch.distributed as tdist
+
+        return self.device if tdist.get_backend() == "nccl" else "cpu"
 
     @staticmethod
     def _target_to(t: dict, device) -> dict:

@@ -1,0 +1,246 @@
+"""Pretrained weights (issues 3 and 11): backbone state-dict files and
+torchvision weights names, torchvision COCO detector weights loaded key for
+key from $TORCH_HOME/hub/checkpoints with no network, and the errors."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+
+torch = pytest.importorskip("torch")
+torchvision = pytest.importorskip("torchvision")
+
+from detcore.catalog import Catalog  # noqa: E402
+from detcore.errors import CheckpointError, RunFileError  # noqa: E402
+from detcore.models import names  # noqa: E402
+from detcore.plugins import get_plugin_manager  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def catalog() -> Catalog:
+    return Catalog.from_plugin_manager(get_plugin_manager(entrypoints=False))
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """An empty $TORCH_HOME whose hub/checkpoints the test fills, and no
+    network: a download attempt fails the way an offline machine does."""
+    home = tmp_path / "torch_home"
+    checkpoints = home / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+
+    def offline(url, *args, **kwargs):
+        raise OSError(f"[Errno 101] Network is unreachable: {url}")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    return checkpoints
+
+
+def expected_file(full_name: str) -> str:
+    return os.path.basename(torchvision.models.get_weight(full_name).url)
+
+
+def build(catalog, table: dict, kind: str = "detector", path: str = "model"):
+    catalog.validate(kind, table, path)
+    return catalog.build(kind, table, path=path)
+
+
+# ----------------------------------------------------------------------
+# the light tables agree with torchvision
+# ----------------------------------------------------------------------
+
+
+def test_weight_tables_match_torchvision():
+    from torchvision.models import get_model_weights
+
+    for arch, (enum, entries) in names.BACKBONE_WEIGHTS.items():
+        tv_enum = get_model_weights(arch)
+        assert tv_enum.__name__ == enum
+        assert sorted(entries) == sorted(w.name for w in tv_enum)
+    for detector, options in names.DETECTOR_WEIGHTS.items():
+        for enum, _, _ in options:
+            assert torchvision.models.get_weight(f"{enum}.COCO_V1").meta["categories"][0] == "__background__"
+
+
+# ----------------------------------------------------------------------
+# backbone weights
+# ----------------------------------------------------------------------
+
+
+def test_backbone_loads_a_local_state_dict_file(catalog, tmp_path):
+    torch.manual_seed(1)
+    reference = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "r18.pth"
+    torch.save(reference.state_dict(), path)
+
+    body = build(catalog, {"type": "resnet", "depth": 18, "weights": str(path)}, "backbone", "model.backbone")
+    fresh = build(catalog, {"type": "resnet", "depth": 18}, "backbone", "model.backbone")
+    for key, value in body.state_dict().items():
+        if "num_batches_tracked" not in key:
+            torch.testing.assert_close(value, reference.state_dict()[key], rtol=0, atol=0)
+    assert not torch.equal(fresh.conv1.weight, body.conv1.weight)
+
+
+def test_bad_backbone_files_are_clear_errors(catalog, tmp_path):
+    wrong = tmp_path / "r34.pth"
+    torch.save(torchvision.models.resnet34(weights=None).state_dict(), wrong)
+    with pytest.raises(CheckpointError, match=r"r34\.pth.*do not fit the resnet18 backbone.*missing"):
+        build(catalog, {"type": "resnet", "depth": 18, "weights": str(wrong)}, "backbone", "b")
+
+    truncated = tmp_path / "cut.pth"
+    truncated.write_bytes(wrong.read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match=r"cut\.pth.*truncated"):
+        build(catalog, {"type": "resnet", "depth": 18, "weights": str(truncated)}, "backbone", "b")
+
+    with pytest.raises(CheckpointError, match=r"nothere\.pth' does not exist"):
+        build(catalog, {"type": "resnet", "depth": 18, "weights": str(tmp_path / "nothere.pth")}, "backbone", "b")
+
+
+def test_backbone_weights_name_resolves_offline_from_torch_home(catalog, hub):
+    torch.manual_seed(2)
+    reference = torchvision.models.mobilenet_v3_small(weights=None)
+    torch.save(reference.state_dict(), hub / expected_file("MobileNet_V3_Small_Weights.IMAGENET1K_V1"))
+    body = build(catalog, {"type": "mobilenet_v3", "arch": "small", "weights": "IMAGENET1K_V1"}, "backbone", "b")
+    torch.testing.assert_close(body["0"][0].weight, reference.features[0][0].weight, rtol=0, atol=0)
+    # pretrained: frozen BatchNorm and torchvision's 3 trainable stages by default
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    assert isinstance(body["0"][1], FrozenBatchNorm2d)
+    assert not body["0"][0].weight.requires_grad and body["12"][0].weight.requires_grad
+
+
+def test_missing_weights_file_offline_says_which_file_to_put_where(catalog, hub):
+    with pytest.raises(CheckpointError) as info:
+        build(catalog, {"type": "resnet", "depth": 18, "weights": "IMAGENET1K_V1"}, "backbone", "b")
+    msg = str(info.value)
+    assert str(hub / "resnet18-f37072fd.pth") in msg
+    assert "https://download.pytorch.org/models/resnet18-f37072fd.pth" in msg
+
+
+def test_unknown_backbone_weights_name_lists_the_valid_ones(catalog):
+    with pytest.raises(RunFileError) as info:
+        catalog.validate("backbone", {"type": "resnet", "depth": 50, "weights": "IMAGENET_V1"}, "model.backbone")
+    assert info.value.key == "model.backbone.weights"
+    assert "IMAGENET1K_V1" in str(info.value) and "IMAGENET1K_V2" in str(info.value)
+
+
+# ----------------------------------------------------------------------
+# detector weights (issue 11)
+# ----------------------------------------------------------------------
+
+HEAD_KEYS = {
+    "roi_heads.box_predictor.cls_score.weight",
+    "roi_heads.box_predictor.cls_score.bias",
+    "roi_heads.box_predictor.bbox_pred.weight",
+    "roi_heads.box_predictor.bbox_pred.bias",
+    "roi_heads.mask_predictor.mask_fcn_logits.weight",
+    "roi_heads.mask_predictor.mask_fcn_logits.bias",
+}
+
+
+def test_mask_rcnn_coco_v1_loads_everything_but_the_class_layers(catalog, hub, caplog):
+    torch.manual_seed(3)
+    reference = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None)
+    saved = reference.state_dict()
+    torch.save(saved, hub / expected_file("MaskRCNN_ResNet50_FPN_Weights.COCO_V1"))
+    del reference
+
+    with caplog.at_level(logging.INFO, logger="detcore"):
+        model = build(catalog, {
+            "type": "mask_rcnn", "num_classes": 2, "weights": "COCO_V1",
+            "backbone": {"type": "resnet", "depth": 50},
+        })
+    report = model.weights_report
+    assert {key for key, _, _ in report.skipped_shape} == HEAD_KEYS
+    assert report.missing == ()
+    own = model.state_dict()
+    compared = 0
+    for key, value in own.items():
+        if key in HEAD_KEYS:
+            assert value.shape != saved[key].shape
+            continue
+        torch.testing.assert_close(value, saved[key], rtol=0, atol=0, msg=key)
+        compared += 1
+    assert compared == len(own) - len(HEAD_KEYS) > 300
+    assert "6 skipped for shape" in caplog.text and "mask_fcn_logits.weight" in caplog.text
+    # torchvision's fine-tuning defaults under detector weights
+    assert not model.backbone.body.layer1[0].conv1.weight.requires_grad
+    assert model.backbone.body.layer2[0].conv1.weight.requires_grad
+
+
+def test_faster_rcnn_matches_torchvision_key_for_key(catalog, hub):
+    torch.manual_seed(4)
+    kwargs = {"min_size": 160, "max_size": 224, "box_score_thresh": 0.0}
+    reference = torchvision.models.detection.fasterrcnn_resnet50_fpn(
+        weights=None, weights_backbone=None, **kwargs
+    ).eval()
+    torch.save(reference.state_dict(), hub / expected_file("FasterRCNN_ResNet50_FPN_Weights.COCO_V1"))
+
+    model = build(catalog, {
+        "type": "faster_rcnn", "num_classes": 90, "weights": "FasterRCNN_ResNet50_FPN_Weights.COCO_V1",
+        # torchvision builds BatchNorm (not frozen) without weights: the same here
+        "backbone": {"type": "resnet", "depth": 50, "norm": "bn"},
+        "min_size": 160, "max_size": 224, "score_thresh": 0.0,
+    }).eval()
+    assert model.weights_report.skipped_shape == () and model.weights_report.missing == ()
+
+    image = torch.rand(3, 120, 150, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours, theirs = model([image])[0], reference([image])[0]
+    assert len(theirs["boxes"]) > 10
+    torch.testing.assert_close(ours["boxes"], theirs["boxes"])
+    torch.testing.assert_close(ours["scores"], theirs["scores"])
+    assert torch.equal(ours["labels"], theirs["labels"] - 1)
+
+
+def test_wrong_detector_weights_are_runfile_errors_listing_valid_names(catalog):
+    with pytest.raises(RunFileError) as info:
+        catalog.validate("detector", {"type": "retinanet", "num_classes": 3, "weights": "COCO_V2",
+                                      "backbone": {"type": "resnet", "depth": 50}}, "model")
+    assert info.value.key == "model.weights"
+    assert "RetinaNet_ResNet50_FPN_V2_Weights.COCO_V1" in str(info.value)
+
+    with pytest.raises(RunFileError, match=r"depth = 50"):
+        catalog.validate("detector", {"type": "fcos", "num_classes": 3, "weights": "COCO_V1",
+                                      "backbone": {"type": "resnet", "depth": 18}}, "model")
+    with pytest.raises(RunFileError, match=r"variant = 'v2'"):
+        catalog.validate("detector", {"type": "mask_rcnn", "num_classes": 3,
+                                      "weights": "MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1",
+                                      "backbone": {"type": "resnet", "depth": 50}}, "model")
+
+
+def test_detector_weights_offline_and_foreign_files(catalog, hub, tmp_path):
+    table = {"type": "retinanet", "num_classes": 3, "weights": "COCO_V1",
+             "backbone": {"type": "resnet", "depth": 50}}
+    with pytest.raises(CheckpointError) as info:
+        build(catalog, table)
+    assert str(hub / expected_file("RetinaNet_ResNet50_FPN_Weights.COCO_V1")) in str(info.value)
+
+    foreign = tmp_path / "fcos_tiny.pth"
+    small = build(catalog, {"type": "fcos", "num_classes": 3, "backbone": {"type": "tiny", "width": 16},
+                            "neck": {"type": "fpn", "out_channels": 64, "extra": "p6p7"}})
+    torch.save(small.state_dict(), foreign)
+    with pytest.raises(CheckpointError, match=r"fcos_tiny\.pth.*do not fit this faster_rcnn"):
+        build(catalog, {"type": "faster_rcnn", "num_classes": 3, "weights": str(foreign),
+                        "backbone": {"type": "tiny", "width": 16}})
+
+
+def test_skip_pretrained_builds_without_loading(catalog, hub):
+    from detcore.models.pretrained import skip_pretrained
+
+    with skip_pretrained():
+        model = build(catalog, {"type": "fcos", "num_classes": 3, "weights": "COCO_V1",
+                                "backbone": {"type": "resnet", "depth": 50, "weights": "IMAGENET1K_V1"}})
+    assert model.weights_report is None
