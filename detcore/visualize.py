@@ -85,7 +85,7 @@ def draw_detections(
     ]
     width = width if width is not None else max(1, round(min(h, w) / 160))
     # Labels are drawn only where there is room for text (tiny images stay readable).
-    show_text = min(h, w) >= 48
+    show_text = min(h, w) >= 96
     return draw_bounding_boxes(
         image,
         boxes,

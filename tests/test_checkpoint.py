@@ -97,7 +97,9 @@ def test_keep_last_n(tmp_path):
 def test_auto_resume_skips_truncated_and_foreign_newest(tmp_path):
     run = write_run(tmp_path, schedule="max_iters = 3")
     w = tmp_path / "w"
-    assert cli("train", str(run), "--work-dir", str(w)) == 0
+    # Nothing to resume from yet: --resume auto starts from scratch.
+    assert cli("train", str(run), "--work-dir", str(w), "--resume", "auto") == 0
+    assert "no checkpoint in" in next(w.glob("*.log")).read_text()
     assert [p.name for p in sorted(w.glob("iter_*.pth"))] == ["iter_1.pth", "iter_2.pth", "iter_3.pth"]
     data = (w / "iter_3.pth").read_bytes()
     (w / "iter_3.pth").write_bytes(data[: len(data) // 2])
@@ -112,7 +114,7 @@ def test_auto_resume_skips_truncated_and_foreign_newest(tmp_path):
     # The CLI continues from iteration 2 to 3 and says why it skipped.
     run.write_text(run.read_text().replace("max_iters = 3", "max_iters = 4"))
     assert cli("train", str(run), "--work-dir", str(w), "--resume", "auto") == 0
-    log = "\n".join(p.read_text() for p in w.glob("*.log"))
+    log = "\n".join(p.read_text() for p in w.glob("*.log"))  # both runs' logs
     assert "skipping" in log and "iter_3.pth" in log and "resumed from" in log and "iter_2.pth" in log
     assert ck.read_checkpoint(w / "iter_4.pth")["meta"]["iter"] == 4
 

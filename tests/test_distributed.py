@@ -179,6 +179,21 @@ def test_check_port_free_names_the_port():
     dist.check_port_free(port)  # released: free again
 
 
+def test_port_taken_after_the_check_is_the_same_error(monkeypatch, tmp_path):
+    """Another job binds dist.port between the check and the launcher's own
+    bind: the launcher's store fails to listen, reported like the check."""
+    monkeypatch.setattr(dist, "check_port_free", lambda port, host="": None)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(dist.PortInUseError, match=f"port {port} "):
+            dist.launch_local(
+                2, ["dist-probe", "--out", str(tmp_path)], port=port, log_dir=str(tmp_path)
+            )
+    assert not list(tmp_path.glob("rank*.json"))
+
+
 def test_distributed_sampler_shards_by_rank_with_grouping_and_wrappers():
     """The training sampler on 2 ranks, through a dataset wrapper with aspect
     ratios: ranks get the same number of batches, disjoint shards that
@@ -190,14 +205,18 @@ def test_distributed_sampler_shards_by_rank_with_grouping_and_wrappers():
     from detcore.data.synthetic import SyntheticDataset
     from detcore.data.wrappers import RepeatDataset
 
-    data = RepeatDataset(SyntheticDataset(7, [32, 48], 3, vary_aspect=True, seed=0), times=2)  # 14 items
+    data = RepeatDataset(
+        SyntheticDataset(7, [32, 48], 3, vary_aspect=True, seed=0), times=2
+    )  # 14 items
     ratios = data.aspect_ratios
     assert len(set(r >= 1 for r in ratios)) == 2
 
     def epoch(e):
         shards = []
         for rank in range(2):
-            s = TrainBatchSampler(len(data), 3, seed=5, rank=rank, world_size=2, aspect_ratios=ratios)
+            s = TrainBatchSampler(
+                len(data), 3, seed=5, rank=rank, world_size=2, aspect_ratios=ratios
+            )
             s.set_epoch(e)
             shards.append([[i.index for i in b] for b in s])
             assert len(shards[-1]) == len(s)
@@ -206,7 +225,9 @@ def test_distributed_sampler_shards_by_rank_with_grouping_and_wrappers():
     shards = epoch(0)
     assert len(shards[0]) == len(shards[1])
     seen = Counter(i for shard in shards for b in shard for i in b)
-    assert set(seen) == set(range(len(data))) and sum(seen.values()) == len(data)  # 14 = 2 x 7: no padding
+    assert set(seen) == set(range(len(data))) and sum(seen.values()) == len(
+        data
+    )  # 14 = 2 x 7: no padding
     for shard in shards:
         # All but the epoch's leftover batch hold one orientation.
         mixed = [b for b in shard if len({ratios[i] >= 1 for i in b}) > 1]
@@ -264,19 +285,33 @@ def test_taken_explicit_port_is_a_one_line_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_under_torchrun(tmp_path):
-    cmd = [
+def test_under_torchrun_with_the_detcore_script(tmp_path):
+    """``torchrun --no-python detcore ...`` (``python -m detcore`` is what
+    --nproc runs, tested above); the launcher is detected, and an uncaught
+    exception is recorded for torchrun's failure report."""
+    script = Path(sys.executable).with_name("detcore")
+    if not script.exists():
+        pytest.skip("the detcore console script is not installed next to this python")
+    torchrun = [
         sys.executable,
         "-m",
         "torch.distributed.run",
         "--standalone",
         "--nproc-per-node",
         "2",
-        *probe_cmd(tmp_path)[1:],
     ]
+    cmd = [*torchrun, "--no-python", str(script), *probe_cmd(tmp_path)[3:]]
     res = subprocess.run(cmd, env=probe_env(), capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-3000:]
     check_two_ranks(records(tmp_path), "torchrun")
+
+    res = subprocess.run(
+        [*cmd, "--fail-rank", "1"], env=probe_env(), capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode != 0
+    root_cause = res.stderr.split("Root Cause")[-1]
+    assert "rank      : 1" in root_cause
+    assert "RuntimeError: probe failure on rank 1" in root_cause
 
 
 @pytest.mark.slow

@@ -96,7 +96,7 @@ def test_backbone_loads_a_local_state_dict_file(catalog, tmp_path):
 def test_bad_backbone_files_are_clear_errors(catalog, tmp_path):
     wrong = tmp_path / "r34.pth"
     torch.save(torchvision.models.resnet34(weights=None).state_dict(), wrong)
-    with pytest.raises(CheckpointError, match=r"r34\.pth.*do not fit the resnet18 backbone.*missing"):
+    with pytest.raises(CheckpointError, match=r"r34\.pth.*do not fit the resnet18 backbone.*unexpected"):
         build(catalog, {"type": "resnet", "depth": 18, "weights": str(wrong)}, "backbone", "b")
 
     truncated = tmp_path / "cut.pth"
@@ -232,7 +232,7 @@ def test_detector_weights_offline_and_foreign_files(catalog, hub, tmp_path):
     small = build(catalog, {"type": "fcos", "num_classes": 3, "backbone": {"type": "tiny", "width": 16},
                             "neck": {"type": "fpn", "out_channels": 64, "extra": "p6p7"}})
     torch.save(small.state_dict(), foreign)
-    with pytest.raises(CheckpointError, match=r"fcos_tiny\.pth.*do not fit this faster_rcnn"):
+    with pytest.raises(CheckpointError, match=r"fcos_tiny\.pth.*do not fit this FasterRCNN"):
         build(catalog, {"type": "faster_rcnn", "num_classes": 3, "weights": str(foreign),
                         "backbone": {"type": "tiny", "width": 16}})
 
@@ -244,3 +244,30 @@ def test_skip_pretrained_builds_without_loading(catalog, hub):
         model = build(catalog, {"type": "fcos", "num_classes": 3, "weights": "COCO_V1",
                                 "backbone": {"type": "resnet", "depth": 50, "weights": "IMAGENET1K_V1"}})
     assert model.weights_report is None
+
+
+def _legacy_names(state: dict) -> dict:
+    """Key names of torchvision checkpoints published before its layers
+    moved to Conv2dNormActivation (the real COCO_V1 files use them)."""
+    import re
+
+    out = {}
+    for k, v in state.items():
+        k = re.sub(r"((?:inner|layer)_blocks\.\d+)\.0\.", r"\1.", k)
+        k = re.sub(r"((?:classification|regression)_head\.conv)\.(\d+)\.0\.",
+                   lambda m: f"{m[1]}.{2 * int(m[2])}.", k)
+        out[k] = v
+    return out
+
+
+def test_legacy_torchvision_key_names_load(catalog, hub):
+    torch.manual_seed(5)
+    saved = torchvision.models.detection.retinanet_resnet50_fpn(weights=None, weights_backbone=None).state_dict()
+    legacy = _legacy_names(saved)
+    assert "backbone.fpn.inner_blocks.0.weight" in legacy and "head.classification_head.conv.6.weight" in legacy
+    torch.save(legacy, hub / expected_file("RetinaNet_ResNet50_FPN_Weights.COCO_V1"))
+    model = build(catalog, {"type": "retinanet", "num_classes": 91, "weights": "COCO_V1",
+                            "backbone": {"type": "resnet", "depth": 50}})
+    assert model.weights_report.missing == () and model.weights_report.skipped_shape == ()
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, saved[key], rtol=0, atol=0, msg=key)

@@ -8,17 +8,18 @@ from detcore.catalog import Command
 
 @hookimpl
 def detcore_commands():
-    from detcore.cli import config, plugins, train
+    from detcore.cli import config, plugins, predict, train
+    from detcore.cli import test as test_cmd
 
     return {
         "train": Command("train a detector from a run file", train.configure, train.run),
         "test": Command(
-            "evaluate a checkpoint on the test (or val) split", train.configure_test, train.run_test
+            "evaluate a checkpoint on the test (or val) split", test_cmd.configure, test_cmd.run
         ),
         "predict": Command(
             "run a checkpoint on images and write drawn images and JSON",
-            train.configure_predict,
-            train.run_predict,
+            predict.configure,
+            predict.run,
         ),
         "plugins": Command("list installed plugins and their components", plugins.configure, plugins.run),
         "config": Command("show or check a resolved run file", config.configure, config.run),

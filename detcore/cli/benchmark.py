@@ -184,7 +184,7 @@ def run(args) -> int:
         return 0
     inf = report["inference"]
     lat = inf["latency_ms"]
-    print(f"detcore benchmark: {report['model']} on {report['device']} ({report['threads']} threads)")
+    print(f"detcore benchmark: {report['model']} on {report['device']} ({report['threads']} CPU thread(s))")
     print(
         f"  inference ({inf['split']} images {inf['image_size'][0]}x{inf['image_size'][1]}, batch "
         f"{inf['batch_size']}, {args.warmup} warm-up + {inf['batches']} timed): "

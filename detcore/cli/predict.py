@@ -62,7 +62,7 @@ def to_original(det: dict, in_size: tuple[int, int], orig_size: tuple[int, int])
     """Detections in the model input's pixels mapped back to the original image."""
     import torch
 
-    det = {k: v.detach().cpu() for k, v in det.items()}
+    det = {k: v.detach().cpu().clone() for k, v in det.items()}
     (ih, iw), (oh, ow) = in_size, orig_size
     if (ih, iw) != (oh, ow):
         scale = torch.tensor([ow / iw, oh / ih, ow / iw, oh / ih])
@@ -161,7 +161,7 @@ def run(args) -> int:
             ready.append((i, path, image, model_input))
         if not ready:
             continue
-        with torch.inference_mode():
+        with torch.no_grad():
             outputs = model([image_to_float(m, device) for _, _, _, m in ready])
         for (i, path, image, model_input), det in zip(ready, outputs):
             h, w = image.shape[-2:]

@@ -30,6 +30,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: the run file's, else auto)")
     parser.add_argument("--batch-size", type=int, help="images per process per batch (default: data.val_batch_size, else data.batch_size)")
     parser.add_argument("--launcher", choices=["none", "torchrun", "slurm"], help="how processes were started (default: detected)")
+    parser.add_argument("--nproc", type=int, metavar="N", help="start N local worker processes (torch.distributed), like 'detcore train --nproc'")
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in ("--nproc", "--launcher"):
+            skip = True
+        elif not a.startswith(("--nproc=", "--launcher=")):
+            out.append(a)
+    return out
 
 
 class PredictionCollector:
@@ -103,15 +116,59 @@ class ShowWriter:
             self.written += 1
 
 
+# pycocotools' summary lines, in the order of the 12 numbers (STAT_NAMES of detcore-coco).
+_COCO_LINES = (
+    ("mAP", "Average Precision", "0.50:0.95", "all", 100),
+    ("mAP_50", "Average Precision", "0.50", "all", 100),
+    ("mAP_75", "Average Precision", "0.75", "all", 100),
+    ("mAP_s", "Average Precision", "0.50:0.95", "small", 100),
+    ("mAP_m", "Average Precision", "0.50:0.95", "medium", 100),
+    ("mAP_l", "Average Precision", "0.50:0.95", "large", 100),
+    ("AR@1", "Average Recall", "0.50:0.95", "all", 1),
+    ("AR@10", "Average Recall", "0.50:0.95", "all", 10),
+    ("AR@100", "Average Recall", "0.50:0.95", "all", 100),
+    ("AR_s@100", "Average Recall", "0.50:0.95", "small", 100),
+    ("AR_m@100", "Average Recall", "0.50:0.95", "medium", 100),
+    ("AR_l@100", "Average Recall", "0.50:0.95", "large", 100),
+)
+
+
+def format_results(results: dict[str, float]) -> str:
+    """The COCO summary table (as pycocotools prints it) for each IoU type
+    whose 12 numbers are in ``results``, then every other metric."""
+    from detcore.engine.evaluation import format_metrics
+
+    blocks, shown = [], set()
+    prefixes = dict.fromkeys(k[: -len("_mAP")] for k in results if k.endswith("_mAP"))
+    for prefix in prefixes:
+        keys = [f"{prefix}_{name}" for name, *_ in _COCO_LINES]
+        if not all(k in results for k in keys):
+            continue
+        lines = [f"{prefix}:"]
+        for key, (_, what, iou, area, dets) in zip(keys, _COCO_LINES):
+            short = "(AP)" if what.endswith("Precision") else "(AR)"
+            lines.append(
+                f" {what:<18} {short} @[ IoU={iou:<9} | area={area:>6} | maxDets={dets:>3} ] = {results[key]:.3f}"
+            )
+        blocks.append("\n".join(lines))
+        shown.update(keys)
+    rest = {k: v for k, v in results.items() if k not in shown}
+    if rest or not blocks:
+        blocks.append(format_metrics(rest))
+    # One line with every number at full precision, easy to grep from logs.
+    blocks.append("metrics: " + " ".join(f"{k}={v:.4f}" for k, v in results.items()))
+    return "\n".join(blocks)
+
+
 def _console_logging(is_main: bool):
-    """Show the metrics' own INFO messages (the COCO summary table) on rank 0."""
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    """Show the metrics' warnings (no predictions at all, ...) on rank 0;
+    their numbers are printed by :func:`format_results`."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("detcore test: %(message)s"))
+    handler.setLevel(logging.WARNING)
     log = logging.getLogger("detcore")
     if is_main:
         log.addHandler(handler)
-        if log.level == logging.NOTSET or log.level > logging.INFO:
-            log.setLevel(logging.INFO)
     return log, handler
 
 
@@ -120,7 +177,7 @@ def run(args) -> int:
     from detcore.engine import dist
     from detcore.engine.build import build_dataset, build_metrics
     from detcore.engine.checkpoint import check_checkpoint_classes, read_checkpoint
-    from detcore.engine.evaluation import evaluate, format_metrics
+    from detcore.engine.evaluation import evaluate
 
     if args.batch_size is not None and args.batch_size < 1:
         raise DetcoreError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -133,6 +190,9 @@ def run(args) -> int:
             + (" (nor [data.test])" if split == "val" and not args.split else "")
             + f": add one to evaluate on, e.g. [data.{split}] with the dataset's type and files"
         )
+    if args.nproc:
+        argv = getattr(args, "argv", None) or sys.argv[1:]
+        return dist.launch_local(args.nproc, _without_nproc(list(argv)), port=cfg.dist.port)
     info, device = dist.init_distributed(
         args.launcher,
         backend=cfg.dist.backend,
@@ -178,7 +238,7 @@ def run(args) -> int:
         if info.is_main:
             print(f"evaluated in {elapsed:.1f} s")
             if metrics:
-                print(format_metrics(results))
+                print(format_results(results), flush=True)
             if collector is not None:
                 out = Path(args.out)
                 cat_ids = getattr(dataset, "cat_ids", None) or (ckpt.get("meta") or {}).get("cat_ids")

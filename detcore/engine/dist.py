@@ -207,14 +207,16 @@ def _resolve_device(device: str, local_rank: int, distributed: bool):
             )
         if distributed:
             # One GPU per process, chosen by LOCAL_RANK (an explicit index
-            # would put every rank of the node on the same GPU).
+            # would put every rank of the node on the same GPU). A process
+            # that sees a single GPU (Slurm --gpus-per-task=1, or
+            # CUDA_VISIBLE_DEVICES set per rank) uses that one.
             n = torch.cuda.device_count()
-            if local_rank >= n:
+            if n != 1 and local_rank >= n:
                 raise DetcoreError(
                     f"LOCAL_RANK {local_rank} needs GPU {local_rank}, but only {n} GPU(s) are visible: "
                     f"start at most {n} processes per node"
                 )
-            dev = torch.device("cuda", local_rank)
+            dev = torch.device("cuda", 0 if n == 1 else local_rank)
         if dev.index is not None:
             torch.cuda.set_device(dev)
     return dev
@@ -280,9 +282,8 @@ def init_distributed(
         try:
             start = timedelta(seconds=max(timeout_s, startup_timeout_s))
             dist.init_process_group(backend, init_method="env://", timeout=start, **kwargs)
-        except (
-            Exception
-        ) as exc:  # a taken MASTER_PORT surfaces here under Slurm / hand-set torchrun ports
+        except Exception as exc:
+            # A taken MASTER_PORT surfaces here (Slurm, hand-set torchrun ports).
             if _is_addr_in_use(exc):
                 port = os.environ["MASTER_PORT"]
                 raise DetcoreError(
@@ -584,6 +585,7 @@ def launch_local(
     if port is not None:
         check_port_free(port)
 
+    from torch.distributed import DistNetworkError
     from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -592,6 +594,12 @@ def launch_local(
 
     own_dir = log_dir is None
     log_dir = tempfile.mkdtemp(prefix="detcore-nproc-") if own_dir else log_dir
+    # The workers inherit this process's environment (the agent has no
+    # per-launch variables); what is set here is put back afterwards.
+    saved_env = {
+        k: os.environ.get(k)
+        for k in ("OMP_NUM_THREADS", "DETCORE_LAUNCH_ARGV", "TORCHELASTIC_SIGNALS_TO_HANDLE")
+    }
     if "OMP_NUM_THREADS" not in os.environ:
         # torchrun's rule, but dividing the cores instead of using one each.
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
@@ -649,8 +657,9 @@ def launch_local(
             flush=True,
         )
         return _exit_code(failure.exitcode)
-    except RendezvousError as exc:
-        if port is not None:
+    except (RendezvousError, DistNetworkError) as exc:
+        # Taken between check_port_free and the store's bind (another job).
+        if port is not None and _is_addr_in_use(exc):
             raise PortInUseError(port_in_use_message(port)) from None
         raise DetcoreError(
             f"the local workers could not meet (rendezvous on 127.0.0.1 failed): {exc}"
@@ -666,6 +675,11 @@ def launch_local(
     finally:
         for name, level in quiet.items():
             logging.getLogger(name).setLevel(level)
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     if own_dir:
         shutil.rmtree(log_dir, ignore_errors=True)
     return 0

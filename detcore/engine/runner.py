@@ -510,7 +510,10 @@ class Runner:
             out.append(a)
         if not out or out[0] != "train":
             out = ["train", str(self.run.path)]
-        return "detcore " + shlex.join([*out, "--resume", str(path)])
+        hint = "detcore " + shlex.join([*out, "--resume", str(path)])
+        if self.world_size > 1:
+            hint += f"  (started the same way as this {self.world_size}-process run: --nproc, torchrun or srun)"
+        return hint
 
     # ------------------------------------------------------------------
     # the loop
@@ -603,10 +606,10 @@ class Runner:
             )
             self.pm.hook.detcore_after_run(runner=self)
             return _SIGNAL_EXIT.get(self._signal, 1)
-        if self._last_saved_iter != self.iter:
-            self.save_checkpoint()
         if self.val_dataset is not None and self._last_val_iter != self.iter:
             self.validate()
+        if self._last_saved_iter != self.iter:
+            self.save_checkpoint()
         self.pm.hook.detcore_after_run(runner=self)
         if self.last_metrics and self.is_main:
             from detcore.engine.evaluation import format_metrics
@@ -628,7 +631,6 @@ class Runner:
     def _run_epoch(self, start: int) -> bool:
         """Train over the rest of the epoch; ``True`` when the epoch ended
         (``False``: max_iters reached, stop requested or interrupted)."""
-
         from detcore.engine.amp import autocast
         from detcore.engine.evaluation import image_to_float
 

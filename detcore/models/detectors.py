@@ -132,6 +132,15 @@ class FCOS(tv_fcos.FCOS):
     """torchvision's FCOS (its sigmoid classifier takes 0-based labels as they are)."""
 
 
+# Key prefixes of the layers whose shape depends on num_classes: skipped
+# (and re-initialised) when pretrained weights have another class count.
+CLASS_LAYERS = {
+    "faster_rcnn": ("roi_heads.box_predictor.",),
+    "mask_rcnn": ("roi_heads.box_predictor.", "roi_heads.mask_predictor.mask_fcn_logits."),
+    "retinanet": ("head.classification_head.cls_logits.",),
+    "fcos": ("head.classification_head.cls_logits.",),
+}
+
 # ----------------------------------------------------------------------
 # building
 # ----------------------------------------------------------------------
@@ -233,6 +242,7 @@ def _finish(model, detector: str, *, weights, backbone_spec, variant, min_size, 
             image_std, size_divisible):
     offset = 1 if detector in ("faster_rcnn", "mask_rcnn") else 0
     model.transform = DetTransform(min_size, max_size, image_mean, image_std, size_divisible, offset)
+    model.class_layers = CLASS_LAYERS[detector]
     model.weights_report = None
     if weights is not None and not pretrained.skipping():
         arch = names.backbone_arch(backbone_spec.table)
