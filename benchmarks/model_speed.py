@@ -29,18 +29,18 @@ def _batch(n: int, size: int, num_classes: int, seed: int = 0):
     return images, targets
 
 
-def time_steps(model, batch, steps: int) -> float:
+def time_steps(model, batch, steps: int, clock=time.perf_counter) -> float:
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
     model.train()
     images, targets = batch
     for i in range(steps + 2):
         if i == 2:  # two warm-up steps
-            start = time.perf_counter()
+            start = clock()
         loss = sum(model(images, targets).values())
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return (time.perf_counter() - start) / steps
+    return (clock() - start) / steps
 
 
 def build(table: dict):
@@ -68,19 +68,23 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="report process CPU time per step instead of wall time (steadier on a "
+                         "shared machine; with --threads 1 it approximates an idle core's wall time)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     batch = _batch(8, 128, 3)
     neck = {"type": "fpn", "out_channels": 128, "extra": "p6p7"}
+    clock = time.process_time if args.cpu_time else time.perf_counter
     reference = baseline()
     for name, backbone in [("resnet18", {"type": "resnet", "depth": 18, "out_indices": [1, 2, 3]}),
                            ("tiny", {"type": "tiny"})]:
         model = build({"type": "fcos", "num_classes": 3, "backbone": backbone, "neck": neck})
         # Baseline measured right before each model: shared machines drift.
-        base = time_steps(reference, batch, args.steps)
+        base = time_steps(reference, batch, args.steps, clock)
         print(f"baseline torchvision FCOS + resnet18 FPN(128): {base * 1000:.0f} ms/step")
-        t = time_steps(model, batch, args.steps)
+        t = time_steps(model, batch, args.steps, clock)
         print(f"detcore fcos + {name} + fpn(128), batch 8, 128 px, {args.threads} threads: "
               f"{t * 1000:.0f} ms/step ({t / base:.2f}x baseline)")
 

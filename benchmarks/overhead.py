@@ -154,7 +154,7 @@ def main() -> None:
     p.add_argument("--iters", type=int, default=60)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--log-interval", type=int, default=20)
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median of each side is reported")
     args = p.parse_args()
@@ -180,13 +180,14 @@ def main() -> None:
         det.append(detcore_loop(run_file, tmp / f"w{r}", args))
         print(f"round {r + 1}: bare {bare[-1]:.2f} img/s, detcore {det[-1]:.2f} img/s", flush=True)
     b, d = statistics.median(bare), statistics.median(det)
+    ratios = [y / x for x, y in zip(bare, det)]
     print(
         f"model {run.cfg.model['type']}, {args.size}px, batch {args.batch}, {args.iters - args.warmup} measured "
         f"iterations, {args.threads} threads, device {args.device}, {args.rounds} rounds (medians)"
     )
     print(f"bare loop:     {b:8.2f} images/s")
     print(f"detcore train: {d:8.2f} images/s")
-    print(f"ratio detcore/bare: {d / b:.3f} (target >= 0.97)")
+    print(f"ratio detcore/bare: {d / b:.3f} (target >= 0.97); per round: {', '.join(f'{r:.3f}' for r in ratios)}")
 
 
 if __name__ == "__main__":

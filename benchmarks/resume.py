@@ -131,7 +131,7 @@ def main() -> None:
     p.add_argument("--early", type=int, default=10)
     p.add_argument("--late", type=int, default=900)
     p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args()
     if not args.early < args.late < args.images // 2:

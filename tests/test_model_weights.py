@@ -69,7 +69,7 @@ def test_weight_tables_match_torchvision():
         tv_enum = get_model_weights(arch)
         assert tv_enum.__name__ == enum
         assert sorted(entries) == sorted(w.name for w in tv_enum)
-    for detector, options in names.DETECTOR_WEIGHTS.items():
+    for options in names.DETECTOR_WEIGHTS.values():
         for enum, _, _ in options:
             assert torchvision.models.get_weight(f"{enum}.COCO_V1").meta["categories"][0] == "__background__"
 
@@ -271,3 +271,36 @@ def test_legacy_torchvision_key_names_load(catalog, hub):
     assert model.weights_report.missing == () and model.weights_report.skipped_shape == ()
     for key, value in model.state_dict().items():
         torch.testing.assert_close(value, saved[key], rtol=0, atol=0, msg=key)
+
+
+R50 = {"type": "resnet", "depth": 50}
+TORCHVISION_LAYOUTS = [
+    ("fasterrcnn_resnet50_fpn", {"type": "faster_rcnn", "backbone": R50}),
+    ("fasterrcnn_resnet50_fpn_v2", {"type": "faster_rcnn", "variant": "v2", "backbone": R50}),
+    ("fasterrcnn_mobilenet_v3_large_fpn", {"type": "faster_rcnn", "backbone": {"type": "mobilenet_v3"}}),
+    ("maskrcnn_resnet50_fpn", {"type": "mask_rcnn", "backbone": R50}),
+    ("maskrcnn_resnet50_fpn_v2", {"type": "mask_rcnn", "variant": "v2", "backbone": R50}),
+    ("retinanet_resnet50_fpn", {"type": "retinanet", "backbone": R50}),
+    ("retinanet_resnet50_fpn_v2", {"type": "retinanet", "variant": "v2", "backbone": R50}),
+    ("fcos_resnet50_fpn", {"type": "fcos", "backbone": R50}),
+]
+
+
+@pytest.mark.parametrize("builder, table", TORCHVISION_LAYOUTS, ids=[b for b, _ in TORCHVISION_LAYOUTS])
+def test_every_coco_layout_matches_torchvision_key_for_key(catalog, builder, table):
+    """Each detector torchvision publishes COCO weights for: the same state-dict
+    keys and shapes, and "COCO_V1" resolves to that builder's weights."""
+    from torchvision.models import get_model_builder, get_model_weights
+
+    theirs = get_model_builder(builder)(weights=None, weights_backbone=None).state_dict()
+    num_classes = 90 if "rcnn" in builder else 91  # torchvision's 91 include the background for R-CNNs
+    ours = build(catalog, {**table, "num_classes": num_classes}).state_dict()
+
+    def shapes(state):
+        return {k: tuple(v.shape) for k, v in state.items() if not k.endswith("num_batches_tracked")}
+
+    assert shapes(ours) == shapes(theirs)
+    enum, _ = names.resolve_detector_weights(
+        table["type"], "COCO_V1", names.backbone_arch(table["backbone"]), table.get("variant", "v1")
+    )
+    assert enum == get_model_weights(builder).__name__

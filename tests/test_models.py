@@ -7,7 +7,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import tomllib
 
 import pytest
 
@@ -17,6 +16,7 @@ from detcore import hookimpl  # noqa: E402
 from detcore.catalog import Catalog  # noqa: E402
 from detcore.errors import RunFileError  # noqa: E402
 from detcore.plugins import get_plugin_manager  # noqa: E402
+from detcore.runfile.loader import tomllib  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -118,6 +118,12 @@ def test_detector_trains_evaluates_and_fits(catalog, name):
     losses = model(images, targets)
     assert losses and all(v.ndim == 0 and torch.isfinite(v) for v in losses.values())
 
+    empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
+    if name == "mask_rcnn":
+        empty["masks"] = torch.zeros(0, *images[0].shape[1:], dtype=torch.uint8)
+    losses = model(images, [empty, targets[1]])  # an image without objects
+    assert all(torch.isfinite(v) for v in losses.values())
+
     model.eval()
     with torch.no_grad():
         out = model(images)
@@ -159,6 +165,16 @@ def test_rcnn_labels_are_zero_based_in_training(catalog):
     model.eval()
     predictor = model.roi_heads.box_predictor
     assert predictor.cls_score.out_features == 4  # 3 classes + background
+
+
+def test_rcnn_scripts_with_the_label_shift(catalog):
+    model = build(catalog, DETECTORS["faster_rcnn"].replace("[model]", "[model]\nscore_thresh = 0.0")).eval()
+    images, _ = batch(n=1)
+    with torch.no_grad():
+        eager = model(images)[0]
+        _, scripted = torch.jit.script(model)(images)
+    assert len(eager["labels"]) > 0 and eager["labels"].min() >= 0
+    assert torch.equal(scripted[0]["labels"], eager["labels"])
 
 
 def test_min_size_resizes_inside_the_model_and_maps_boxes_back(catalog):

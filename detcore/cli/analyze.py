@@ -172,37 +172,38 @@ def summarize(records: list[dict], metric: str | None = None, rule: str = "great
 
 def format_summary(name: str, s: dict) -> str:
     lines = [f"{name}:"]
+
+    def row(label: str, value: str) -> None:
+        lines.append(f"  {label + ':':<20} {value}")
+
     if s.get("last_iter") is not None:
-        lines.append(f"  iterations logged:   {int(s['last_iter'])} ({s['records']} log records)")
+        row("iterations logged", f"{int(s['last_iter'])} ({s['records']} log records)")
     if "metric" in s:
         when = f"iteration {int(s['best_iter'])}"
         # Iteration-based runs validate mid-epoch: the epoch says little there.
         if s.get("best_epoch") is not None and s.get("by_epoch", True):
             when = f"epoch {int(s['best_epoch'])}, {when}"
-        lines.append(f"  best {s['metric']}:{' ' * max(1, 13 - len(s['metric']))}{s['best']:.4f} ({when})")
-        lines.append(f"  last {s['metric']}:{' ' * max(1, 13 - len(s['metric']))}{s['last']:.4f} "
-                     f"({s['evaluations']} evaluation(s))")
+        row(f"best {s['metric']}", f"{s['best']:.4f} ({when})")
+        row(f"last {s['metric']}", f"{s['last']:.4f} ({s['evaluations']} evaluation(s))")
     else:
         lines.append("  no evaluation metrics in the log")
+    if s.get("best_checkpoint"):
+        row("best checkpoint", s["best_checkpoint"])
     if s.get("time_per_iter") is not None:
-        lines.append(f"  time per iteration:  {s['time_per_iter'] * 1000:.1f} ms")
+        row("time per iteration", f"{s['time_per_iter'] * 1000:.1f} ms")
     if s.get("data_time_per_iter") is not None:
         share = s.get("data_share")
-        lines.append(
-            f"  data time:           {s['data_time_per_iter'] * 1000:.1f} ms"
-            + (f" ({share:.0%} of the iteration)" if share is not None else "")
-        )
+        row("data time", f"{s['data_time_per_iter'] * 1000:.1f} ms"
+            + (f" ({share:.0%} of the iteration)" if share is not None else ""))
         if share is not None and share > 0.3:
             lines.append(
                 "  -> the data pipeline is a bottleneck: raise data.workers, simplify "
                 "transforms or decode smaller images"
             )
-    if s.get("best_checkpoint"):
-        lines.append(f"  best checkpoint:     {s['best_checkpoint']}")
     if "last_loss" in s:
-        lines.append(f"  loss:                {s['first_loss']:.4f} -> {s['last_loss']:.4f}")
+        row("loss", f"{s['first_loss']:.4f} -> {s['last_loss']:.4f}")
     if "max_memory" in s:
-        lines.append(f"  peak memory:         {s['max_memory']:.0f} MB")
+        row("peak memory", f"{s['max_memory']:.0f} MB")
     return "\n".join(lines)
 
 

@@ -30,29 +30,35 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-check", dest="check", action="store_false", help="skip comparing with eager mode")
 
 
-def _sample_image(loaded, size):
-    """A float image ``[3, H, W]`` to export with and check on."""
+CHECK_IMAGES = 4
+
+
+def _sample_images(loaded, size) -> list:
+    """Float images ``[3, H, W]`` to export with and check on: the first
+    test/val images (resized to ``size`` when given), else random ones."""
     import torch
 
     from detcore.cli.inference import build_dataset, image_to_float
 
-    image = None
+    images = []
     try:
         _, dataset = build_dataset(loaded, None)
-        if len(dataset):
-            image = image_to_float(dataset[0][0], "cpu")
+        images = [image_to_float(dataset[i][0], "cpu") for i in range(min(CHECK_IMAGES, len(dataset)))]
     except RunFileError:
         pass
-    if image is None:
+    if not images:
         if size is None:
             raise DetcoreError(
                 f"{loaded.path} has no test or val dataset to take the input size from: give --size H W"
             )
         generator = torch.Generator().manual_seed(0)
-        return torch.rand(3, *size, generator=generator)
-    if size is not None and tuple(image.shape[-2:]) != tuple(size):
-        image = torch.nn.functional.interpolate(image[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
-    return image
+        return [torch.rand(3, *size, generator=generator) for _ in range(CHECK_IMAGES)]
+    size = size or tuple(images[0].shape[-2:])
+    return [
+        im if tuple(im.shape[-2:]) == tuple(size)
+        else torch.nn.functional.interpolate(im[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
+        for im in images
+    ]
 
 
 def run(args) -> int:
@@ -68,7 +74,8 @@ def run(args) -> int:
             raise DetcoreError("--size takes one or two numbers: H [W]")
         size = (args.size[0], args.size[-1])
     model, ckpt = load_model(loaded, args.checkpoint, torch.device("cpu"))
-    image = _sample_image(loaded, size)
+    images = _sample_images(loaded, size)
+    image = images[0]
     with_masks = "masks" in ex.run_eager(model, image)
     out = Path(args.out)
     if args.format == "torchscript":
@@ -95,13 +102,22 @@ def run(args) -> int:
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) and {out}.json")
     if not args.check:
         return 0
-    check = ex.compare(ex.run_eager(model, image), ex.run_exported(out, args.format, image))
-    print(f"check against eager mode: {check.summary()}")
-    if not check.ok:
+    checks = [ex.compare(ex.run_eager(model, im), ex.run_exported(out, args.format, im)) for im in images]
+    bad = [c for c in checks if not c.ok]
+    worst = bad[0] if bad else max(checks, key=lambda c: (c.max_box_diff, c.max_score_diff))
+    n_dets = sum(c.eager_count for c in checks)
+    print(f"check against eager mode on {len(checks)} image(s), {n_dets} detections: worst {worst.summary()}")
+    if bad:
         print(
-            f"detcore export: error: the exported model's detections differ from eager mode's "
-            f"({check.summary()}); do not use {out}",
+            f"detcore export: error: the exported model's detections differ from eager mode's on "
+            f"{len(bad)} of {len(checks)} image(s) ({worst.summary()}); do not use {out}",
             file=sys.stderr,
         )
         return 1
+    if n_dets == 0:
+        print(
+            "detcore export: warning: the model detects nothing on the check images, so the check "
+            "compared empty outputs (an untrained model, or model.score_thresh too high)",
+            file=sys.stderr,
+        )
     return 0

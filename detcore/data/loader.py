@@ -22,21 +22,22 @@ def collate(batch: Sequence) -> tuple[list, list]:
 
 def _seed_all(seed: int) -> None:
     random.seed(seed)
-    torch.manual_seed(seed)
-    try:
-        import numpy as np
+    # The CPU generator only: torch.manual_seed also walks every accelerator
+    # backend (about a millisecond), too slow to do per sample.
+    torch.default_generator.manual_seed(seed)
+    import numpy as np
 
-        np.random.seed(seed % (2**32))
-    except ImportError:  # pragma: no cover - numpy is a dependency
-        pass
+    np.random.seed(seed % (2**32))
 
 
 class SeededDataset(torch.utils.data.Dataset):
     """Reads ``dataset[i]`` for a :class:`SeededIndex` with the python, numpy
-    and torch RNGs seeded from the index's seed, so random transforms give
-    the same result whichever worker (or the main process) loads the item.
-    In the main process the global RNG states are restored afterwards, so
-    loading does not disturb the model's own random draws."""
+    and torch (CPU) RNGs seeded from the index's seed, so random transforms
+    give the same result whichever worker (or the main process) loads the
+    item. In the main process the torch RNG state is restored afterwards, so
+    loading does not disturb the model's own random draws (python's and
+    numpy's are left seeded: saving and restoring them costs more than a
+    sample's transforms, and models draw from torch)."""
 
     def __init__(self, dataset):
         self.dataset = dataset
@@ -50,16 +51,12 @@ class SeededDataset(torch.utils.data.Dataset):
         if torch.utils.data.get_worker_info() is not None:
             _seed_all(item.seed)
             return self.dataset[item.index]
-        import numpy as np
-
-        py_state, np_state = random.getstate(), np.random.get_state()
-        with torch.random.fork_rng(devices=[]):
+        state = torch.get_rng_state()
+        try:
             _seed_all(item.seed)
-            try:
-                return self.dataset[item.index]
-            finally:
-                random.setstate(py_state)
-                np.random.set_state(np_state)
+            return self.dataset[item.index]
+        finally:
+            torch.set_rng_state(state)
 
 
 def worker_init(worker_id: int) -> None:

@@ -62,9 +62,15 @@ def export_torchscript(model, path: str | Path) -> Path:
     """Script ``model`` (in eval mode) and save it to ``path``."""
     torch = _torch()
     path = Path(path)
+    import warnings
+
     model.eval()
     try:
-        scripted = torch.jit.script(model)
+        with warnings.catch_warnings():
+            # torch.jit's deprecation notice: scripting is still what torchvision
+            # detectors support for a Python-free export with dynamic sizes.
+            warnings.simplefilter("ignore", FutureWarning)
+            scripted = torch.jit.script(model)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DetcoreError(
@@ -141,10 +147,14 @@ def run_exported(path: str | Path, fmt: str, image) -> dict:
     torch = _torch()
     path = Path(path)
     if fmt == "torchscript":
-        module = torch.jit.load(str(path), map_location="cpu")
-        module.eval()
-        with torch.no_grad():
-            det = _detections_of(module([image.cpu()]))[0]
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # jit deprecation; "always returns (losses, detections)"
+            module = torch.jit.load(str(path), map_location="cpu")
+            module.eval()
+            with torch.no_grad():
+                det = _detections_of(module([image.cpu()]))[0]
         return {k: v.detach().cpu() for k, v in det.items()}
     if fmt == "onnx":
         try:
