@@ -110,3 +110,16 @@ def test_sigterm_checkpoint_and_resume_in_subprocesses(tmp_path):
     assert r.returncode == 0, r.stderr + r.stdout
     assert_same_weights(tmp_path / "a" / "iter_6.pth", tmp_path / "b" / "iter_6.pth")
     assert losses_by_iter(tmp_path / "a") == losses_by_iter(tmp_path / "b")
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_and_exits_130(tmp_path):
+    run = write_run(
+        tmp_path, schedule="max_iters = 5", ckpt_interval=100,
+        extra="[[hooks]]\ntype = \"signal_at\"\nat_iter = 2\nsignal = \"SIGINT\"\n",
+    )
+    r = cli_subprocess("train", str(run), "--work-dir", "w", cwd=tmp_path)
+    assert r.returncode == 130, r.stderr + r.stdout
+    assert "stopped by SIGINT at iteration 2" in r.stdout + r.stderr
+    assert sorted(p.name for p in (tmp_path / "w").glob("*.pth")) == ["iter_2.pth"]
+    assert "Traceback" not in r.stderr

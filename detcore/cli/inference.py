@@ -105,7 +105,11 @@ def load_model(run, checkpoint: str | Path, device, *, checkpoint_dict: dict | N
 
     ckpt = checkpoint_dict if checkpoint_dict is not None else read_checkpoint(checkpoint)
     state = weights_of(ckpt, str(checkpoint))
-    model = build_model(run)
+    from detcore.models.pretrained import skip_pretrained
+
+    # The checkpoint holds every weight: no backbone/detector `weights` to fetch.
+    with skip_pretrained():
+        model = build_model(run)
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     shape = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]

@@ -247,6 +247,8 @@ class Runner:
 
         cfg = self.cfg
         model = build_model(self.run)
+        if getattr(model, "weights_report", None) is not None:  # detector `weights` (e.g. COCO_V1)
+            self.logger.info(model.weights_report.summary())
         n = cfg.model.get("num_classes")
         if isinstance(n, int) and self.class_names and n < len(self.class_names):
             raise RunFileError(
@@ -841,9 +843,9 @@ class Runner:
         self._last_val_iter = self.iter
         if self.is_main:
             self._scalars.write({"mode": "val", "epoch": self.epoch, "iter": self.iter, **metrics})
+            where = f"epoch {self.epoch}" if self.cfg.train.by_epoch else f"iteration {self.iter}"
             self.logger.info(
-                "validation at epoch %d, iteration %d (%.1fs):\n%s",
-                self.epoch, self.iter, time.perf_counter() - t0, format_metrics(metrics),
+                "validation after %s (%.1fs):\n%s", where, time.perf_counter() - t0, format_metrics(metrics)
             )
         self.pm.hook.detcore_after_val_epoch(runner=self, metrics=metrics)
         self._maybe_save_best(metrics)
