@@ -278,6 +278,25 @@ def test_predict_with_the_checkpoint_alone(trained):
     assert all("mask_rle" in d for d in image["detections"])
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "the runner builds the model with its `weights` before resuming, so a resumed run loads (or "
+    "downloads) the COCO file only to overwrite it; fix: build under detcore.models.pretrained."
+    "skip_pretrained() when a resume checkpoint was found (detcore/engine/runner.py _setup_model)"))
+def test_resume_needs_no_coco_weights_file(trained):
+    """Resuming the fine-tuning run restores every weight from the checkpoint:
+    the COCO file is not needed (and not downloaded) again."""
+    ws, proc, ckpt_path = trained
+    assert proc.returncode == 0, output(proc)
+    work = ws.root / "work_dirs" / "resumed"
+    work.mkdir()
+    shutil.copy(ckpt_path, work / "epoch_1.pth")
+    # Two more iterations (the second epoch) from the copied checkpoint.
+    resumed = ws.detcore("train", RUN_FILE, *SMALL, "--set", "train.max_epochs=2", "--no-validate",
+                         "--work-dir", work, "--resume", work / "epoch_1.pth", torch_home=ws.empty_torch_home)
+    assert resumed.returncode == 0, output(resumed)
+    assert read(work / "epoch_2.pth")["meta"]["epoch"] == 2
+
+
 LOAD_FROM_RUN_FILE = """\
 # The tutorial's run file without detector-level weights: load_from is the only source.
 extends = {base}
