@@ -7,4 +7,4 @@ bash scripts/install.sh
 VENV="${DETCORE_VENV:-.venv}"
 "$VENV/bin/detcore" coco make-shapes data/shapes
 "$VENV/bin/detcore" train configs/demo_shapes.toml
-"$VENV/bin/detcore" test configs/demo_shapes.toml --checkpoint work_dirs/demo_shapes/latest.pth
+"$VENV/bin/detcore" test configs/demo_shapes.toml --checkpoint work_dirs/demo_shapes/iter_400.pth

@@ -149,13 +149,14 @@ def parse_override(item: str) -> tuple[list[str], Any]:
             f"bad --set '{item}': expected KEY=VALUE, e.g. --set optimizer.lr=0.02",
             file=SET_ORIGIN,
         )
-    if not _KEY_RE.match(key):
+    if not _KEY_RE.match(re.sub(r"\[(\d+)\]", r".\1", key)):
         raise RunFileError(
             f"bad --set '{item}': '{key}' is not a dotted key path (letters, digits, _ and -, "
             f"joined by dots, e.g. model.backbone.depth)",
             file=SET_ORIGIN,
         )
     raw = raw.strip()
+    key = re.sub(r"\[(\d+)\]", r".\1", key)  # a[0].b is a.0.b
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError as exc:
