@@ -106,3 +106,15 @@ def test_to_original_rescales_boxes_and_masks():
     assert pred["masks"].shape == (1, 1, 40, 30) and pred["masks"].dtype == torch.uint8
     same = to_original(out, (20, 10), {"image_id": 1, "orig_size": (20, 10)})
     assert torch.equal(same["boxes"], out["boxes"])
+
+
+def test_synthetic_plugin_registration_is_light():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, detcore.builtin.synthetic as p; p.detcore_datasets(); "
+        "heavy = [m for m in ('torch', 'torchvision', 'numpy', 'pycocotools') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

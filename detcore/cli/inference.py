@@ -97,16 +97,15 @@ def cat_ids_of(ckpt: dict) -> list[int] | None:
 
 def load_model(run, checkpoint: str | Path, device, *, checkpoint_dict: dict | None = None):
     """``(model, checkpoint dict)``: the run file's detector with the
-    checkpoint's weights, in eval mode on ``device``. Every model tensor must
+    checkpoint's weights (no pretrained file is read), in eval mode on ``device``. Every model tensor must
     be in the checkpoint with the same shape: a checkpoint of another model
     is an error naming the differences (unlike ``load_from``, which skips
     them for fine-tuning)."""
     from detcore.engine.checkpoint import read_checkpoint, weights_of
+    from detcore.models.pretrained import skip_pretrained
 
     ckpt = checkpoint_dict if checkpoint_dict is not None else read_checkpoint(checkpoint)
     state = weights_of(ckpt, str(checkpoint))
-    from detcore.models.pretrained import skip_pretrained
-
     # The checkpoint holds every weight: no backbone/detector `weights` to fetch.
     with skip_pretrained():
         model = build_model(run)

@@ -241,7 +241,9 @@ def run(args) -> int:
                 print(format_results(results), flush=True)
             if collector is not None:
                 out = Path(args.out)
-                cat_ids = getattr(dataset, "cat_ids", None) or (ckpt.get("meta") or {}).get("cat_ids")
+                cat_ids = getattr(dataset, "cat_ids", None)
+                if cat_ids is None:
+                    cat_ids = (ckpt.get("meta") or {}).get("cat_ids")
                 bbox, segm = coco_results(collector.predictions or [], None if cat_ids is None else list(cat_ids))
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text(json.dumps(bbox))
