@@ -54,6 +54,16 @@ plugin authors:
 ``epoch``, ``iter``
     the current epoch (0-based) and global iteration (number of optimizer
     steps done so far); ``max_epochs`` (or ``None``) and ``max_iters``.
+    In the training iteration and train-epoch hooks ``epoch`` is the 0-based
+    index of the epoch being trained. The runner increments it right after
+    ``detcore_after_train_epoch``, so in epoch-based runs the validation at
+    the end of an epoch (``detcore_val_model``, ``detcore_before_val_epoch``,
+    ``detcore_after_val_iter``, ``detcore_after_val_epoch``) and the epoch's
+    checkpoint hooks see ``epoch`` = the number of epochs completed (1 after
+    the first epoch; the checkpoint is ``epoch_<epoch>.pth``), as does
+    ``detcore_after_run`` after the last epoch. In iteration-based runs
+    validation happens inside a pass over the loader: ``epoch`` is then the
+    0-based index of that pass, and ``iter`` the steps completed.
 ``rank``, ``world_size``, ``is_main``
     the distributed position; only ``is_main`` should write files.
 ``device``

@@ -55,5 +55,6 @@ def load_matching(model, state_dict: dict, source: str) -> LoadReport:
         loaded=tuple(loadable),
         skipped_shape=tuple(skipped),
         missing=tuple(k for k in result.missing_keys if k not in skipped_keys),
-        unexpected=tuple(k for k in state_dict if k not in own),
+        # BatchNorm files hold num_batches_tracked, FrozenBatchNorm2d models do not.
+        unexpected=tuple(k for k in state_dict if k not in own and not k.endswith("num_batches_tracked")),
     )

@@ -197,3 +197,33 @@ def test_resume_with_other_classes_is_refused(trained, tmp_path, capsys):
     assert cli("train", str(run), "--work-dir", str(tmp_path / "w"), "--resume", str(trained / "epoch_2.pth")) == 1
     err = capsys.readouterr().err
     assert "['class0', 'class1', 'class2']" in err and "['x', 'y', 'z']" in err
+
+
+def test_num_batches_tracked_is_not_reported_unexpected():
+    """BatchNorm files hold num_batches_tracked; a FrozenBatchNorm2d model has none."""
+    from torchvision.ops import FrozenBatchNorm2d
+
+    from detcore.weights import load_matching
+
+    src = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4))
+    dst = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), FrozenBatchNorm2d(4))
+    report = load_matching(dst, src.state_dict(), "bn.pth")
+    assert report.unexpected == () and report.missing == ()
+    assert "1.num_batches_tracked" not in report.summary()
+    extra = src.state_dict() | {"other.weight": torch.zeros(1)}
+    assert load_matching(dst, extra, "bn.pth").unexpected == ("other.weight",)
+
+
+def test_load_from_checks_the_fit_of_a_model_naming_its_class_layers(tmp_path):
+    """A detector with ``class_layers`` may differ from the file only there."""
+    src = _tiny(5)
+    torch.save(src.state_dict(), tmp_path / "full.pth")
+    torch.save({k: v for k, v in src.state_dict().items() if not k.startswith("head.tower")}, tmp_path / "part.pth")
+    dst = _tiny(3)
+    dst.class_layers = ("head.cls_logits",)
+    report = ck.load_weights(dst, tmp_path / "full.pth")
+    assert {k for k, _, _ in report.skipped_shape} == {"head.cls_logits.weight", "head.cls_logits.bias"}
+    with pytest.raises(CheckpointError, match=r"load_from .*part.pth.*head.tower.weight"):
+        ck.load_weights(dst, tmp_path / "part.pth")
+    # Without class_layers the same file loads partly, with a report.
+    assert "head.tower.weight" in ck.load_weights(_tiny(3), tmp_path / "part.pth").missing

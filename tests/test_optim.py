@@ -71,3 +71,21 @@ def test_optimizer_types_and_group_lrs(kind, cls):
     torch.save(opt.state_dict(), buf)
     buf.seek(0)
     opt.load_state_dict(torch.load(buf, weights_only=True))
+
+
+def test_frozen_parameters_are_not_optimised():
+    """Frozen backbone stages (requires_grad = False) stay out of every group,
+    so weight decay and momentum never move them."""
+    m = Net()
+    before = [p.detach().clone() for p in m.frozen.parameters()]
+    opt = build_optimizer(m, OptimizerConfig(type="sgd", lr=0.1, weight_decay=0.1, momentum=0.9), lr=0.1)
+    in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert in_opt == {id(p) for p in m.parameters() if p.requires_grad}
+    assert not in_opt & {id(p) for p in m.frozen.parameters()}
+    x = torch.randn(2, 3, 5, 5)
+    for _ in range(2):
+        out = m.head(m.neck(m.backbone(x)).mean((2, 3))).sum() + m.frozen(torch.ones(1, 2)).sum()
+        out.backward()
+        opt.step()
+        opt.zero_grad()
+    assert all(torch.equal(a, b) for a, b in zip(before, m.frozen.parameters()))

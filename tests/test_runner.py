@@ -156,3 +156,65 @@ def test_worker_processes_give_the_same_losses(tmp_path):
     assert cli("train", str(run0), "--work-dir", str(tmp_path / "a")) == 0
     assert cli("train", str(run2), "--work-dir", str(tmp_path / "b")) == 0
     assert [r["loss"] for r in scalars(tmp_path / "a")] == [r["loss"] for r in scalars(tmp_path / "b")]
+
+
+def test_crowd_boxes_are_not_trained_on(tmp_path):
+    """Datasets keep iscrowd boxes (ignore regions for evaluation); the model
+    is given the targets without them."""
+    from runner_testkit import SEEN_TARGETS
+
+    run = write_run(tmp_path, schedule="max_iters = 2", extra="[[hooks]]\ntype = \"target_spy\"\n")
+    text = run.read_text().replace('type = "synthetic"\nnum_images', 'type = "crowd_synthetic"\nnum_images', 1)
+    text = text.replace('transforms = [{ type = "random_horizontal_flip" }]\n', "", 1)
+    run.write_text(text)
+    SEEN_TARGETS.clear()
+    assert cli("train", str(run), "--work-dir", str(tmp_path / "w")) == 0
+    from runner_testkit import crowd_synthetic
+
+    ds = crowd_synthetic()
+    assert all(int(t["iscrowd"].sum()) == 1 for _, t in (ds[0], ds[1]))  # the dataset keeps them
+    targets = [t for batch in SEEN_TARGETS for t in batch]
+    assert len(targets) == 4
+    for t in targets:
+        assert not t["iscrowd"].any()
+        assert len(t["boxes"]) == len(t["labels"]) == len(t["iscrowd"])
+        full = ds[t["image_id"]][1]
+        assert len(t["boxes"]) == len(full["boxes"]) - 1
+        assert torch.equal(t["boxes"], full["boxes"].as_subclass(torch.Tensor)[:-1].float())
+
+
+def test_hook_with_a_wrong_argument_name_is_a_plugin_error(tmp_path, capsys):
+    run = write_run(tmp_path, schedule="max_iters = 2", extra="[[hooks]]\ntype = \"bad_args\"\n")
+    assert cli("train", str(run), "--work-dir", str(tmp_path / "w")) != 0
+    err = capsys.readouterr().err
+    assert "runner-hook:0:bad_args" in err and "loss" in err and "docs/plugins.md" in err
+    assert "Traceback" not in err
+
+
+def test_sync_bn_on_cpu_is_refused_before_training():
+    import types
+
+    from detcore.engine.build import wrap_model
+    from detcore.errors import DetcoreError
+    from detcore.runfile.schema import DistConfig
+
+    info = types.SimpleNamespace(distributed=True)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4))
+    with pytest.raises(DetcoreError, match="dist.sync_bn needs CUDA.*set dist.sync_bn = false"):
+        wrap_model(model, info, DistConfig(sync_bn=True), torch.device("cpu"))
+
+
+def test_resume_hint_is_the_exact_command_line(tmp_path, capsys, monkeypatch):
+    run = write_run(tmp_path, schedule="max_iters = 6", ckpt_interval=100,
+                    extra="[[hooks]]\ntype = \"signal_at\"\nat_iter = 2\n")
+    w = tmp_path / "w"
+    assert cli("train", str(run), "--work-dir", str(w), "--set", "train.log_interval=2") == 143
+    err = "".join(capsys.readouterr())
+    assert (f"resume with: detcore -p runner_testkit train {run} --work-dir {w} --set train.log_interval=2 "
+            f"--resume {w / 'iter_2.pth'}") in err
+    # A worker of `detcore train --nproc N` gives the launcher's command line.
+    w2 = tmp_path / "w2"
+    monkeypatch.setenv("DETCORE_LAUNCH_ARGV", json.dumps(["train", str(run), "--work-dir", str(w2), "--nproc", "2"]))
+    assert cli("train", str(run), "--work-dir", str(w2)) == 143
+    err = "".join(capsys.readouterr())
+    assert f"resume with: detcore train {run} --work-dir {w2} --nproc 2 --resume {w2 / 'iter_2.pth'}" in err

@@ -23,7 +23,7 @@ def write_log(work_dir, *, data_time=0.01, best_at=2, slow_start=True, n_epochs=
             t = 0.5 if (slow_start and it == 1) else 0.1
             lines.append({
                 "mode": "train", "epoch": epoch + 1, "iter": it, "lr": 0.01 * it / 12,
-                "loss": 2.0 / it, "loss_cls": 1.0 / it, "loss_box": 1.0 / it,
+                "loss": 2.0 / it, "loss_cls": 1.0 / it, "bbox_regression": 1.0 / it,
                 "data_time": data_time, "time": t, "eta_s": 3.0, "memory_mb": 100.0 + it,
             })
         m = 0.3 + 0.1 * epoch if epoch <= best_at else 0.2
@@ -74,6 +74,8 @@ def test_read_scalars_bad_lines(tmp_path):
 
 def test_plot_default_keys_and_unknown_key(tmp_path):
     runs = {"a": analyze.read_scalars(write_log(tmp_path / "a"))}
+    # FCOS's loss term bbox_regression is a training scalar, not a metric
+    assert analyze.metric_keys(runs["a"]) == ["bbox_mAP", "bbox_mAP_50"]
     assert plot.default_keys(runs) == ["loss", "lr", "bbox_mAP", "bbox_mAP_50"]
     xs, ys = plot.series(runs["a"], "bbox_mAP")
     assert xs == [4, 8, 12] and ys == pytest.approx([0.3, 0.4, 0.5])

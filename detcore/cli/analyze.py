@@ -76,11 +76,18 @@ def is_number(v) -> bool:
 
 
 def metric_keys(records: list[dict]) -> list[str]:
-    """Evaluation metrics in the log (``*_mAP``-style keys first)."""
+    """Evaluation metrics in the log, ``*_mAP`` first: the numbers of the
+    runner's validation records (``"mode": "val"``), or, in a log without
+    modes, the keys that look like COCO metrics."""
+    has_modes = any("mode" in r for r in records)
     seen: dict[str, None] = {}
     for rec in records:
+        if has_modes and rec.get("mode") != "val":
+            continue
         for k, v in rec.items():
-            if is_number(v) and ("mAP" in k or k.startswith(("bbox_", "segm_", "val/", "val_"))):
+            if not is_number(v) or k in NOT_SCALARS:
+                continue
+            if has_modes or "mAP" in k or "AR@" in k:
                 seen.setdefault(k, None)
     keys = list(seen)
     return sorted(keys, key=lambda k: (not k.endswith("_mAP"), keys.index(k)))

@@ -102,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help()
             return 0
         args.plugin_args = plugin_args
+        args.argv = argv  # the exact command line, e.g. for a "resume with" hint
         args.pm = pm
         args.catalog = catalog
         return int(args._run(args) or 0)

@@ -13,16 +13,19 @@ from detcore.errors import DetcoreError
 
 
 def default_keys(runs: dict[str, list[dict]]) -> list[str]:
-    """``loss``, ``lr`` and the evaluation metrics found in any of the runs."""
+    """``loss``, ``lr`` and the headline metrics (``*_mAP``, ``*_mAP_50``)
+    found in any of the runs (any metric when there are none of those)."""
     keys = []
     for key in ("loss", "lr"):
         if any(is_number(r.get(key)) for recs in runs.values() for r in recs):
             keys.append(key)
+    metrics: list[str] = []
     for recs in runs.values():
         for k in metric_keys(recs):
-            if k not in keys:
-                keys.append(k)
-    return keys
+            if k not in metrics:
+                metrics.append(k)
+    headline = [k for k in metrics if k.endswith(("_mAP", "_mAP_50"))]
+    return keys + (sorted(headline, key=lambda k: (k.split("_mAP")[0], k)) or metrics[:4])
 
 
 def available_keys(runs: dict[str, list[dict]]) -> list[str]:

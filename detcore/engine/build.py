@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from detcore.errors import RunFileError
+from detcore.errors import DetcoreError, RunFileError
 
 __all__ = ["build_model", "build_dataset", "build_metrics", "build_hooks", "wrap_model"]
 
@@ -50,6 +50,10 @@ def wrap_model(model, info, dist_cfg, device):
     checkpoints see (unwrapped)."""
     if not info.distributed:
         return model, model
+    if dist_cfg.sync_bn and device.type != "cuda":
+        # Checked here, before the first iteration: SyncBatchNorm raises only
+        # in its forward pass, with a message that does not name the key.
+        raise DetcoreError("dist.sync_bn needs CUDA (SyncBatchNorm does not run on CPU); set dist.sync_bn = false")
     import torch
     from torch.nn.parallel import DistributedDataParallel
 

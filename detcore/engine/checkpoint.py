@@ -206,20 +206,30 @@ def load_weights(model, path: str | Path):
     dict) into ``model`` with :func:`detcore.weights.load_matching`: tensors
     whose shape differs (class-dependent heads after changing
     ``num_classes``) are skipped and reported, not fatal. A file sharing no
-    tensor with the model is an error."""
+    tensor with the model is an error. Torchvision's pre-0.13 key names are
+    renamed first; for a model that names its class-dependent layers
+    (``model.class_layers``, detcore's detectors) every other tensor must fit
+    (:func:`detcore.models.pretrained.check_fit`)."""
+    from detcore.models.pretrained import check_fit, upgrade_legacy_keys
     from detcore.weights import load_matching
 
     ckpt = read_checkpoint(path)
     state = weights_of(ckpt, str(path))
-    report = load_matching(model, state, str(path))
-    if not report.loaded:
-        own = list(model.state_dict())[:3]
+    # torchvision's published COCO files use pre-0.13 key names for the FPN,
+    # RPN conv and mask head: rename them, as torchvision's loader does.
+    state = upgrade_legacy_keys(state, model)
+    own = model.state_dict()
+    if not any(k in own for k in state):
         raise CheckpointError(
             f"load_from '{path}': none of its {len(state)} tensors fits the model (file keys like "
-            f"{', '.join(list(state)[:3])}; model keys like {', '.join(own)}). It is a checkpoint of "
+            f"{', '.join(list(state)[:3])}; model keys like {', '.join(list(own)[:3])}). It is a checkpoint of "
             f"another architecture; pick one trained with this detector."
         )
-    return report
+    if hasattr(model, "class_layers"):
+        # The model names its class-dependent layers: anything else that does
+        # not fit is a wrong file, not a head to re-initialise.
+        check_fit(model, state, str(path), "load_from")
+    return load_matching(model, state, str(path))
 
 
 # ----------------------------------------------------------------------

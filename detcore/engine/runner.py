@@ -101,6 +101,7 @@ class Runner:
         self._last_val_iter = -1
         self._warned_best = False
         self._train_dataset = None
+        self._resume_path: str | None = None
         self._restore = []
 
     # ------------------------------------------------------------------
@@ -244,9 +245,16 @@ class Runner:
     def _setup_model(self) -> None:
         from detcore.engine.build import build_model, wrap_model
         from detcore.engine.checkpoint import load_weights
+        from detcore.models.pretrained import skip_pretrained
 
         cfg = self.cfg
-        model = build_model(self.run)
+        if self._resume_path is not None or cfg.load_from:
+            # Every weight is overwritten right after building: the model's
+            # own `weights` (a COCO or ImageNet file) need not be present.
+            with skip_pretrained():
+                model = build_model(self.run)
+        else:
+            model = build_model(self.run)
         if getattr(model, "weights_report", None) is not None:  # detector `weights` (e.g. COCO_V1)
             self.logger.info(model.weights_report.summary())
         n = cfg.model.get("num_classes")
@@ -262,7 +270,7 @@ class Runner:
                 "model.num_classes = %d but the training dataset has %d classes; the extra outputs are never trained",
                 n, len(self.class_names),
             )
-        if cfg.load_from and not self.resume_from:
+        if cfg.load_from and self._resume_path is None:
             report = load_weights(model, cfg.load_from)
             self.logger.info(report.summary())
         elif cfg.load_from:
@@ -300,9 +308,15 @@ class Runner:
 
     def _setup_hooks(self) -> None:
         from detcore.engine.build import build_hooks
+        from detcore.errors import PluginError
 
-        for name, hook in build_hooks(self.run):
-            self.pm.register(hook, name=name)
+        for (name, hook), table in zip(build_hooks(self.run), self.cfg.hooks):
+            comp = self.run.catalog.get("runner_hook", table["type"])
+            # register_origin: a hook method with a wrong argument name is a
+            # PluginError naming the distribution, not pluggy's traceback.
+            self.pm.register_origin(hook, name, comp.distribution, comp.version)
+            if self.pm.get_plugin(name) is None:  # a lenient manager only records the problem
+                raise PluginError(" ".join(self.pm.problems.get(name, [f"runner hook '{name}' could not be registered"])))
             self._hook_names.append(name)
         self.pm.check_hooks()
 
@@ -402,15 +416,13 @@ class Runner:
             self.logger.info("best %s %.4f: %s", key, value, self.work_dir / self.best["checkpoint"])
         dist.barrier()
 
-    def _resume(self) -> None:
-        from detcore.engine.checkpoint import (
-            check_checkpoint_classes,
-            find_resume,
-            is_detcore_checkpoint,
-            read_checkpoint,
-            set_rng_state,
-        )
+    def _resolve_resume(self) -> None:
+        """``self._resume_path``: the checkpoint to resume from, or ``None``
+        (known before the model is built, which then skips its pretrained
+        weights)."""
+        from detcore.engine.checkpoint import find_resume
 
+        self._resume_path = None
         if not self.resume_from:
             return
         if self.resume_from == "auto":
@@ -421,9 +433,21 @@ class Runner:
             path = dist.broadcast_object(path)
             if path is None:
                 self.logger.info("--resume auto: no checkpoint in %s, starting from scratch", self.work_dir)
-                return
+            self._resume_path = path
         else:
-            path = self.resume_from
+            self._resume_path = self.resume_from
+
+    def _resume(self) -> None:
+        from detcore.engine.checkpoint import (
+            check_checkpoint_classes,
+            is_detcore_checkpoint,
+            read_checkpoint,
+            set_rng_state,
+        )
+
+        path = self._resume_path
+        if path is None:
+            return
         dist.barrier()
         ckpt = read_checkpoint(path)
         if not is_detcore_checkpoint(ckpt):
@@ -499,7 +523,10 @@ class Runner:
             self._restore.append(lambda sig=sig, old=old: signal.signal(sig, old))
 
     def _resume_hint(self, path: Path) -> str:
-        argv = self.argv if self.argv is not None else sys.argv[1:]
+        if os.environ.get("DETCORE_LAUNCH_ARGV"):  # a worker of `detcore train --nproc N`
+            argv = json.loads(os.environ["DETCORE_LAUNCH_ARGV"])
+        else:
+            argv = self.argv if self.argv is not None else sys.argv[1:]
         out, skip = [], False
         for a in argv:
             if skip:
@@ -510,11 +537,11 @@ class Runner:
                 skip = a == "--resume"
                 continue
             out.append(a)
-        if not out or out[0] != "train":
+        if "train" not in out:
             out = ["train", str(self.run.path)]
         hint = "detcore " + shlex.join([*out, "--resume", str(path)])
-        if self.world_size > 1:
-            hint += f"  (started the same way as this {self.world_size}-process run: --nproc, torchrun or srun)"
+        if self.world_size > 1 and not os.environ.get("DETCORE_LAUNCH_ARGV"):
+            hint += f"  (started the same way as this {self.world_size}-process run: torchrun or srun)"
         return hint
 
     # ------------------------------------------------------------------
@@ -527,6 +554,7 @@ class Runner:
             self._setup_process()
             self._setup_seed()
             self._setup_data()
+            self._resolve_resume()
             self._setup_model()
             self._setup_optim()
             self._setup_hooks()
@@ -660,8 +688,10 @@ class Runner:
                     losses = self.train_model(imgs, tgts)
                 total = sum(losses.values())
                 value = float(total.detach())
-                if not math.isfinite(value):
-                    self._diverged(iteration, losses)
+                # Every rank stops together: a rank left running would wait
+                # forever in DDP's gradient all-reduce.
+                if dist.any_rank(not math.isfinite(value)):
+                    self._diverged(iteration, losses, here=not math.isfinite(value))
                 loss = total / group_size
                 if self.scaler is not None:
                     self.scaler.scale(loss).backward()
@@ -726,12 +756,22 @@ class Runner:
 
     @staticmethod
     def _target_to(t: dict, device) -> dict:
+        """The target on ``device`` without its crowd boxes: datasets keep
+        them (``iscrowd`` 1, ignore regions for evaluation) but the models
+        would train on them as objects."""
         import torch
 
+        keep = None
+        crowd = t.get("iscrowd")
+        if isinstance(crowd, torch.Tensor) and crowd.numel() and bool(crowd.any()):
+            keep = crowd.as_subclass(torch.Tensor) == 0
         out = {}
         for k, v in t.items():
             if isinstance(v, torch.Tensor):
-                v = v.as_subclass(torch.Tensor).to(device, non_blocking=True)
+                v = v.as_subclass(torch.Tensor)
+                if keep is not None and k in ("boxes", "labels", "masks", "iscrowd", "area"):
+                    v = v[keep]
+                v = v.to(device, non_blocking=True)
                 if k == "boxes":
                     v = v.float()
             out[k] = v
@@ -755,8 +795,10 @@ class Runner:
         self.optimizer.zero_grad(set_to_none=True)
         self.iter += 1
 
-    def _diverged(self, iteration: int, losses: dict) -> None:
+    def _diverged(self, iteration: int, losses: dict, here: bool = True) -> None:
         terms = ", ".join(f"{k}={float(v.detach()):.6g}" for k, v in losses.items())
+        if not here:
+            terms = f"on another rank (this rank's: {terms})"
         latest = self._latest_path() if self._last_saved_iter >= 0 else None
         where = (
             f"The last good checkpoint is {latest} (left untouched)"
@@ -773,7 +815,17 @@ class Runner:
         import torch
 
         n = max(self._window_n, 1)
-        values = {k: float(v) / n for k, v in self._window.items()}
+        window = self._window
+        if self.world_size > 1 and window:
+            # The global batch's losses (as MMDetection logs them): every
+            # rank logs at the same iterations, with the same loss names.
+            import torch.distributed as tdist
+
+            keys = sorted(window)
+            t = torch.stack([window[k].reshape(()).float() for k in keys]).to(self._flag_device())
+            tdist.all_reduce(t)
+            window = dict(zip(keys, (t / self.world_size).unbind()))
+        values = {k: float(v) / n for k, v in window.items()}
         lrs = self.optimizer.param_groups
         lr = next((g["lr"] for g in lrs if g.get("lr_mult", 1.0) == 1.0), lrs[0]["lr"])
         iter_time = self._window_time / n

@@ -17,28 +17,13 @@ def train(run, *, resume: str | None = None, no_validate: bool = False, launcher
     return Runner(run, resume=resume, no_validate=no_validate, launcher=launcher, argv=argv).train()
 
 
-def _strip_nproc(argv: list[str]) -> list[str]:
-    out, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-            continue
-        if a in ("--nproc", "--launcher"):
-            skip = True
-            continue
-        if a.startswith(("--nproc=", "--launcher=")):
-            continue
-        out.append(a)
-    return out
-
-
 def train_from_args(run, args) -> int:
     """``detcore train`` after the run file is loaded: ``--nproc N`` starts N
     local workers (each runs this again under the launcher), otherwise
     trains in this process (one rank of a torchrun/Slurm job, or alone)."""
     argv = getattr(args, "argv", None) or sys.argv[1:]
     if getattr(args, "nproc", None):
-        return dist.launch_local(args.nproc, _strip_nproc(list(argv)), port=run.cfg.dist.port)
+        return dist.launch_local(args.nproc, list(argv), port=run.cfg.dist.port)
     try:
         return train(
             run,

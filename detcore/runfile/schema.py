@@ -8,7 +8,7 @@ components' signatures by :mod:`detcore.runfile.validate`.
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 import attrs
 
@@ -39,14 +39,14 @@ def component(kind: str, doc: str, *, default=None, many: bool = False):
 @attrs.frozen
 class DataConfig:
     batch_size: int = attrs.field(default=2, validator=positive, metadata=_doc("images per process per iteration"))
-    val_batch_size: Optional[int] = attrs.field(default=None, validator=positive, metadata=_doc("images per process in validation/test (default: batch_size)"))
+    val_batch_size: int | None = attrs.field(default=None, validator=positive, metadata=_doc("images per process in validation/test (default: batch_size)"))
     workers: int = attrs.field(default=2, validator=non_negative, metadata=_doc("DataLoader worker processes per process"))
     pin_memory: bool = attrs.field(default=False, metadata=_doc("pin host memory (faster host-to-GPU copies)"))
     persistent_workers: bool = attrs.field(default=False, metadata=_doc("keep workers alive between epochs"))
     aspect_ratio_grouping: bool = attrs.field(default=True, metadata=_doc("batch images of like aspect ratio (w >= h vs w < h) together"))
-    train: Optional[dict] = component("dataset", "training dataset table")
-    val: Optional[dict] = component("dataset", "validation dataset table (no validation when absent)")
-    test: Optional[dict] = component("dataset", "test dataset table for `detcore test` (default: val)")
+    train: dict | None = component("dataset", "training dataset table")
+    val: dict | None = component("dataset", "validation dataset table (no validation when absent)")
+    test: dict | None = component("dataset", "test dataset table for `detcore test` (default: val)")
 
 
 @attrs.frozen
@@ -72,7 +72,7 @@ class LRScheduleConfig:
     type: Literal["constant", "step", "multistep", "cosine", "poly"] = attrs.field(default="multistep", metadata=_doc("schedule after warmup"))
     by_epoch: bool = attrs.field(default=True, metadata=_doc("milestones/step_size count epochs (true) or iterations (false)"))
     milestones: list[int] = attrs.field(factory=list, metadata=_doc("multistep: where the LR is multiplied by gamma"))
-    step_size: Optional[int] = attrs.field(default=None, validator=positive, metadata=_doc("step: period of the decay"))
+    step_size: int | None = attrs.field(default=None, validator=positive, metadata=_doc("step: period of the decay"))
     gamma: float = attrs.field(default=0.1, validator=positive, metadata=_doc("step/multistep decay factor"))
     power: float = attrs.field(default=1.0, validator=positive, metadata=_doc("poly: exponent"))
     min_lr_ratio: float = attrs.field(default=0.0, validator=non_negative, metadata=_doc("cosine/poly: final LR as a fraction of the base LR"))
@@ -89,12 +89,12 @@ class LRScheduleConfig:
 
 @attrs.frozen
 class TrainConfig:
-    max_epochs: Optional[int] = attrs.field(default=None, validator=positive, metadata=_doc("train for this many epochs (or max_iters)"))
-    max_iters: Optional[int] = attrs.field(default=None, validator=positive, metadata=_doc("train for this many iterations (or max_epochs)"))
+    max_epochs: int | None = attrs.field(default=None, validator=positive, metadata=_doc("train for this many epochs (or max_iters)"))
+    max_iters: int | None = attrs.field(default=None, validator=positive, metadata=_doc("train for this many iterations (or max_epochs)"))
     val_interval: int = attrs.field(default=1, validator=positive, metadata=_doc("validate every N epochs (iterations for max_iters runs)"))
     log_interval: int = attrs.field(default=20, validator=positive, metadata=_doc("log scalars every N iterations"))
-    amp: Optional[Literal["bf16", "fp16"]] = attrs.field(default=None, metadata=_doc("mixed precision: bf16 autocast (CPU, CUDA) or fp16 with a GradScaler (CUDA)"))
-    grad_clip: Optional[float] = attrs.field(default=None, validator=positive, metadata=_doc("clip the gradient norm to this value"))
+    amp: Literal["bf16", "fp16"] | None = attrs.field(default=None, metadata=_doc("mixed precision: bf16 autocast (CPU, CUDA) or fp16 with a GradScaler (CUDA)"))
+    grad_clip: float | None = attrs.field(default=None, validator=positive, metadata=_doc("clip the gradient norm to this value"))
     accumulate: int = attrs.field(default=1, validator=positive, metadata=_doc("gradient accumulation: micro-batches per optimizer step"))
     deterministic: bool = attrs.field(default=False, metadata=_doc("torch deterministic algorithms and cudnn flags"))
 
@@ -111,7 +111,7 @@ class TrainConfig:
 class CheckpointConfig:
     interval: int = attrs.field(default=1, validator=positive, metadata=_doc("save every N epochs (iterations for max_iters runs)"))
     keep: int = attrs.field(default=3, metadata=_doc("keep the newest N interval checkpoints (-1: all)"))
-    save_best: Optional[str] = attrs.field(default=None, metadata=_doc("metric name to keep the best checkpoint by, e.g. bbox_mAP"))
+    save_best: str | None = attrs.field(default=None, metadata=_doc("metric name to keep the best checkpoint by, e.g. bbox_mAP"))
     best_rule: Literal["greater", "less"] = attrs.field(default="greater", metadata=_doc("whether a greater or smaller save_best value is better"))
 
     @keep.validator
@@ -133,18 +133,18 @@ class DistConfig:
     sync_bn: bool = attrs.field(default=False, metadata=_doc("convert BatchNorm to SyncBatchNorm"))
     timeout_s: float = attrs.field(default=1800.0, validator=positive, metadata=_doc("timeout of collectives during training"))
     eval_timeout_s: float = attrs.field(default=7200.0, validator=positive, metadata=_doc("how long other ranks wait for rank 0 to compute metrics"))
-    port: Optional[int] = attrs.field(default=None, validator=positive, metadata=_doc("master port for --nproc (default: a free port)"))
+    port: int | None = attrs.field(default=None, validator=positive, metadata=_doc("master port for --nproc (default: a free port)"))
 
 
 @attrs.frozen
 class RunConfig:
     model: dict = component("detector", "the detector table", default=None)
     data: DataConfig = attrs.field(factory=DataConfig, metadata=_doc("data loading"))
-    work_dir: Optional[str] = attrs.field(default=None, metadata=_doc("output directory (default: work_dirs/<run file stem>)"))
-    seed: Optional[int] = attrs.field(default=0, metadata=_doc("random seed (python, numpy, torch)"))
+    work_dir: str | None = attrs.field(default=None, metadata=_doc("output directory (default: work_dirs/<run file stem>)"))
+    seed: int | None = attrs.field(default=0, metadata=_doc("random seed (python, numpy, torch)"))
     device: str = attrs.field(default="auto", metadata=_doc("auto, cpu, cuda or cuda:N"))
     plugins: list[str] = attrs.field(factory=list, metadata=_doc("extra plugin modules to load for this run"))
-    load_from: Optional[str] = attrs.field(default=None, metadata=_doc("checkpoint or state dict to initialise weights from (fine-tuning)"))
+    load_from: str | None = attrs.field(default=None, metadata=_doc("checkpoint or state dict to initialise weights from (fine-tuning)"))
     optimizer: OptimizerConfig = attrs.field(factory=OptimizerConfig, metadata=_doc("optimizer"))
     lr_schedule: LRScheduleConfig = attrs.field(factory=LRScheduleConfig, metadata=_doc("learning-rate schedule"))
     train: TrainConfig = attrs.field(factory=lambda: TrainConfig(max_epochs=12), metadata=_doc("training schedule"))

@@ -168,14 +168,16 @@ def detcore_metrics():
 
 
 class NanAt:
-    """Fills the model's first parameter with NaN before iteration ``at_iter``."""
+    """Fills the model's first parameter with NaN before iteration ``at_iter``
+    (on rank ``rank`` only; ``-1``: every rank)."""
 
-    def __init__(self, at_iter: int):
+    def __init__(self, at_iter: int, rank: int = -1):
         self.at_iter = at_iter
+        self.rank = rank
 
     @hookimpl
     def detcore_before_train_iter(self, runner, iteration, batch):
-        if iteration == self.at_iter:
+        if iteration == self.at_iter and self.rank in (-1, runner.rank):
             import torch
 
             with torch.no_grad():
@@ -183,17 +185,19 @@ class NanAt:
 
 
 class SignalAt:
-    """Sends ``signal`` to this process after iteration ``at_iter``'s step."""
+    """Sends ``signal`` to this process after iteration ``at_iter``'s step
+    (on rank ``rank`` only; ``-1``: every rank)."""
 
-    def __init__(self, at_iter: int, signal: str = "SIGTERM"):
+    def __init__(self, at_iter: int, signal: str = "SIGTERM", rank: int = -1):
         self.at_iter = at_iter
         self.signal = signal
+        self.rank = rank
 
     @hookimpl
     def detcore_after_train_iter(self, runner, iteration, losses):
         import signal
 
-        if runner.iter == self.at_iter:
+        if runner.iter == self.at_iter and self.rank in (-1, runner.rank):
             os.kill(os.getpid(), getattr(signal, self.signal))
 
 
@@ -265,12 +269,52 @@ class Recorder:
         self.count = int(checkpoint["hooks"]["recorder"]["count"])
 
 
-def nan_at(at_iter: int):
-    return NanAt(at_iter)
+class LossDump:
+    """Appends this rank's (local) loss of every iteration to
+    ``work_dir/losses_rank<N>.jsonl``."""
+
+    @hookimpl
+    def detcore_after_train_iter(self, runner, iteration, losses):
+        with open(runner.work_dir / f"losses_rank{runner.rank}.jsonl", "a") as f:
+            f.write(json.dumps({"iteration": iteration, "loss": float(losses["loss"])}) + "\n")
 
 
-def signal_at(at_iter: int, signal: str = "SIGTERM"):
-    return SignalAt(at_iter, signal)
+class BadArgs:
+    """A hook implementation with a misspelt argument name (``loss``)."""
+
+    @hookimpl
+    def detcore_after_train_iter(self, runner, iteration, loss):
+        pass
+
+
+# The targets the model was given, per training iteration (in-process runs).
+SEEN_TARGETS: list = []
+
+
+class TargetSpy:
+    @hookimpl
+    def detcore_before_train_iter(self, runner, iteration, batch):
+        SEEN_TARGETS.append([{k: v for k, v in t.items()} for t in batch[1]])
+
+
+def loss_dump():
+    return LossDump()
+
+
+def bad_args():
+    return BadArgs()
+
+
+def target_spy():
+    return TargetSpy()
+
+
+def nan_at(at_iter: int, rank: int = -1):
+    return NanAt(at_iter, rank)
+
+
+def signal_at(at_iter: int, signal: str = "SIGTERM", rank: int = -1):
+    return SignalAt(at_iter, signal, rank)
 
 
 def stop_at(at_iter: int):
@@ -283,7 +327,10 @@ def recorder():
 
 @hookimpl
 def detcore_runner_hooks():
-    return {"nan_at": nan_at, "signal_at": signal_at, "stop_at": stop_at, "recorder": recorder}
+    return {
+        "nan_at": nan_at, "signal_at": signal_at, "stop_at": stop_at, "recorder": recorder,
+        "loss_dump": loss_dump, "bad_args": bad_args, "target_spy": target_spy,
+    }
 
 
 # ----------------------------------------------------------------------
@@ -305,9 +352,30 @@ def counting_synthetic(num_images: int = 8, image_size: int = 32, num_classes: i
     return Counting(num_images, (image_size, image_size), num_classes)
 
 
+def crowd_synthetic(num_images: int = 8, image_size: int = 32, num_classes: int = 3):
+    """The synthetic dataset with one crowd box (``iscrowd`` 1, label 0, the
+    top-left quarter) added to every image, as COCO keeps them."""
+    import torch
+    from torchvision import tv_tensors
+
+    from detcore.data.synthetic import SyntheticDataset
+
+    class Crowd(SyntheticDataset):
+        def __getitem__(self, idx):
+            image, t = super().__getitem__(idx)
+            h, w = image.shape[-2:]
+            crowd = torch.tensor([[0.0, 0.0, w / 2, h / 2]])
+            t["boxes"] = tv_tensors.wrap(torch.cat([t["boxes"].as_subclass(torch.Tensor), crowd]), like=t["boxes"])
+            t["labels"] = torch.cat([t["labels"], torch.zeros(1, dtype=torch.int64)])
+            t["iscrowd"] = torch.cat([t["iscrowd"], torch.ones(1, dtype=torch.int64)])
+            return image, t
+
+    return Crowd(num_images, (image_size, image_size), num_classes)
+
+
 @hookimpl
 def detcore_datasets():
-    return {"counting_synthetic": counting_synthetic}
+    return {"counting_synthetic": counting_synthetic, "crowd_synthetic": crowd_synthetic}
 
 
 class FixedValModel:
