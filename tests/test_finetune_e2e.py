@@ -281,10 +281,6 @@ def test_predict_with_the_checkpoint_alone(trained):
     assert all("mask_rle" in d for d in image["detections"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the runner builds the model with its `weights` before resuming, so a resumed run loads (or "
-    "downloads) the COCO file only to overwrite it; fix: build under detcore.models.pretrained."
-    "skip_pretrained() when a resume checkpoint was found (detcore/engine/runner.py _setup_model)"))
 def test_resume_needs_no_coco_weights_file(trained):
     """Resuming the fine-tuning run restores every weight from the checkpoint:
     the COCO file is not needed (and not downloaded) again."""
@@ -354,11 +350,6 @@ def legacy_key_names(state: dict) -> dict:
     return out
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "load_from matches key names as they are: the FPN, RPN conv and mask-head tensors of torchvision's "
-    "published COCO files (pre-0.13 names) are left uninitialised and only reported missing; fix: "
-    "detcore/engine/checkpoint.py load_weights should apply detcore.models.pretrained.upgrade_legacy_keys "
-    "before load_matching, as load_detector_weights does"))
 def test_load_from_a_torchvision_coco_file_with_its_published_key_names(converted, load_from_run, monkeypatch):
     from detcore.engine.build import build_model
     from detcore.engine.checkpoint import load_weights

@@ -1,4 +1,4 @@
-"""``detcore train`` (and, until their own modules land, ``test`` and ``predict``)."""
+"""``detcore train``."""
 
 from __future__ import annotations
 
@@ -64,25 +64,3 @@ def run(args) -> int:
     except ImportError:
         raise DetcoreError("'detcore train' is not available yet in this build") from None
     return train_from_args(loaded, args)
-
-
-def configure_test(parser: argparse.ArgumentParser) -> None:
-    add_runfile_args(parser)
-    parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="checkpoint to evaluate")
-
-
-def run_test(args) -> int:
-    load_from_args(args)
-    raise DetcoreError("'detcore test' is not available yet in this build")
-
-
-def configure_predict(parser: argparse.ArgumentParser) -> None:
-    add_runfile_args(parser)
-    parser.add_argument("--checkpoint", required=True, metavar="CKPT")
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
-    parser.add_argument("--out-dir", required=True, metavar="DIR")
-
-
-def run_predict(args) -> int:
-    load_from_args(args)
-    raise DetcoreError("'detcore predict' is not available yet in this build")
