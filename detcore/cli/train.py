@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from detcore.cli.config import add_runfile_args, load_from_args
-from detcore.errors import DetcoreError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -59,8 +58,6 @@ def _toml_str(s: str) -> str:
 def run(args) -> int:
     args.overrides = [*args.overrides, *cli_overrides(args)]
     loaded = load_from_args(args)
-    try:
-        from detcore.engine.train import train_from_args
-    except ImportError:
-        raise DetcoreError("'detcore train' is not available yet in this build") from None
+    from detcore.engine.train import train_from_args
+
     return train_from_args(loaded, args)
