@@ -23,11 +23,15 @@ def add_runfile_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_from_args(args):
-    """The validated :class:`detcore.runfile.Run` for a command's arguments."""
+def load_from_args(args, data_splits=("train", "val", "test")):
+    """The validated :class:`detcore.runfile.Run` for a command's arguments;
+    only the dataset tables of ``data_splits`` are checked (``predict`` and
+    ``export`` need no dataset files on the machine)."""
     from detcore.runfile import load_run
 
-    return load_run(args.runfile, args.overrides, args.plugin_args, pm=args.pm)
+    return load_run(
+        args.runfile, args.overrides, args.plugin_args, pm=args.pm, data_splits=data_splits
+    )
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

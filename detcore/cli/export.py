@@ -67,7 +67,7 @@ def run(args) -> int:
     from detcore.cli.inference import cat_ids_of, class_names_of, load_model
     from detcore.engine import export as ex
 
-    loaded = load_from_args(args)
+    loaded = load_from_args(args, data_splits=())
     size = None
     if args.size:
         if len(args.size) > 2:

@@ -123,7 +123,7 @@ def run(args) -> int:
         raise DetcoreError(f"--score-thr must be in [0, 1], got {args.score_thr}")
     if args.batch_size is not None and args.batch_size < 1:
         raise DetcoreError(f"--batch-size must be >= 1, got {args.batch_size}")
-    loaded = load_from_args(args)
+    loaded = load_from_args(args, data_splits=())
     device = pick_device(args, loaded)
     files, problems = collect_inputs(args.inputs, recursive=args.recursive)
     errors = [{"input": item, "error": reason} for item, reason in problems]

@@ -181,7 +181,7 @@ def run(args) -> int:
 
     if args.batch_size is not None and args.batch_size < 1:
         raise DetcoreError(f"--batch-size must be >= 1, got {args.batch_size}")
-    loaded = load_from_args(args)
+    loaded = load_from_args(args, data_splits=("val", "test"))
     cfg = loaded.cfg
     split = args.split or ("test" if cfg.data.test is not None else "val")
     if getattr(cfg.data, split) is None:

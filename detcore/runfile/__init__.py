@@ -41,12 +41,14 @@ def load_run(
     plugin_args: Sequence[str] = (),
     *,
     pm=None,
+    data_splits: Sequence[str] = ("train", "val", "test"),
 ) -> Run:
     """Read, merge, override and validate a run file.
 
     ``plugin_args`` are ``-p`` values (``MODULE`` or ``no:NAME``). With ``pm``
     given (tests, :mod:`detcore.testing`), that plugin manager is used as is,
-    plus the run file's ``plugins`` list.
+    plus the run file's ``plugins`` list. Only the dataset tables of
+    ``data_splits`` are checked (their checks read annotation files).
     """
     from detcore.plugins import get_plugin_manager
 
@@ -74,5 +76,5 @@ def load_run(
             pm.load_module(m, search_dirs=search)
     catalog = Catalog.from_plugin_manager(pm)
     cfg = structure(RunConfig, raw.data, raw)
-    check_components(cfg, raw, catalog)
+    check_components(cfg, raw, catalog, tuple(data_splits))
     return Run(raw=raw, cfg=cfg, pm=pm, catalog=catalog)

@@ -68,8 +68,14 @@ def structure(cls, data, raw: RawRunFile, prefix: str = ""):
         raise RunFileError(str(exc), file=raw.file_of(prefix), key=prefix or None) from None
 
 
-def check_components(cfg: RunConfig, raw: RawRunFile, catalog: Catalog) -> None:
-    """Check every component table of ``cfg`` against the catalog."""
+def check_components(
+    cfg: RunConfig,
+    raw: RawRunFile,
+    catalog: Catalog,
+    splits: tuple[str, ...] = ("train", "val", "test"),
+) -> None:
+    """Check every component table of ``cfg`` against the catalog (of the
+    dataset tables, those of ``splits``: ``predict`` needs no dataset files)."""
     if cfg.model is None:
         raise RunFileError(
             "missing [model] table: name a detector with type = \"...\" "
@@ -78,7 +84,7 @@ def check_components(cfg: RunConfig, raw: RawRunFile, catalog: Catalog) -> None:
             key="model",
         )
     catalog.validate("detector", cfg.model, "model", file_of=raw.file_of)
-    for split in ("train", "val", "test"):
+    for split in splits:
         table = getattr(cfg.data, split)
         if table is not None:
             catalog.validate("dataset", table, f"data.{split}", file_of=raw.file_of)
