@@ -495,6 +495,9 @@ def strip_launch_args(argv: list[str]) -> list[str]:
 # Messages of the ranks that fail only because a peer went away first.
 _SECONDARY = (
     "connection closed by peer",
+    # gloo's pair errors end with this advice when the peer process died.
+    "check the logs of the remote worker",
+    "gloo/transport",
     "connection reset by peer",
     "broken pipe",
     "distbackenderror",
