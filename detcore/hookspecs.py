@@ -263,7 +263,11 @@ def detcore_val_model(runner):
     """Return the module to validate with instead of ``runner.model`` (for
     example an exponential moving average of it), or ``None``.
 
-    First non-``None`` result wins (``firstresult``)."""
+    First non-``None`` result wins (``firstresult``). The runner also saves
+    the returned module's ``state_dict()`` in every checkpoint as
+    ``checkpoint["eval_model"]``; ``detcore test``, ``predict``, ``export`` and
+    ``load_from`` use those weights in place of ``checkpoint["model"]``, while
+    ``--resume`` restores ``model`` (and the hook restores its own state)."""
 
 
 @hookspec

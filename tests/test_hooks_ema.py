@@ -50,6 +50,15 @@ def test_validation_uses_the_ema_weights(tmp_path):
     # Buffers follow the model (update_buffers = false).
     assert all(torch.equal(raw[k], avg[k]) for k in raw if "running" in k)
 
+    # The checkpoint carries the weights validation used, and the tools
+    # (test, predict, export, load_from) read those.
+    from detcore.engine.checkpoint import weights_of
+
+    assert all(torch.equal(ckpt["eval_model"][k], avg[k]) for k in avg)
+    picked, raw_picked = weights_of(ckpt), weights_of(ckpt, prefer_eval=False)
+    assert all(torch.equal(picked[k], avg[k]) for k in avg)
+    assert any(not torch.equal(raw_picked[k], avg[k]) for k in float_keys)
+
     records = torch.load(work / "probe" / "val_4.pt", weights_only=True)
     assert len(records) == 4
     assert_predicted_by(build_model(path, avg), records, same=True)

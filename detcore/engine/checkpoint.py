@@ -177,8 +177,10 @@ def check_checkpoint_classes(checkpoint: dict | str | Path, dataset, *, split: s
 # ----------------------------------------------------------------------
 
 
-def weights_of(ckpt: dict, source: str = "checkpoint") -> dict:
-    """The model state dict in ``ckpt``: a detcore checkpoint's ``model``, a
+def weights_of(ckpt: dict, source: str = "checkpoint", *, prefer_eval: bool = True) -> dict:
+    """The model state dict in ``ckpt``: a detcore checkpoint's ``eval_model``
+    (the weights validation used, e.g. an EMA; unless ``prefer_eval`` is
+    false) or ``model``, a
     ``state_dict`` or ``model`` entry (other frameworks, torchvision's
     reference scripts), or ``ckpt`` itself when it is a plain state dict
     (torchvision's published weights). A ``module.`` prefix (DDP) is
@@ -186,7 +188,8 @@ def weights_of(ckpt: dict, source: str = "checkpoint") -> dict:
     import torch
 
     state = ckpt
-    for key in ("model", "state_dict", "model_state_dict"):
+    keys = ("eval_model",) if prefer_eval else ()
+    for key in (*keys, "model", "state_dict", "model_state_dict"):
         if isinstance(ckpt.get(key), dict):
             state = ckpt[key]
             break

@@ -347,6 +347,14 @@ class Runner:
 
         ckpt = new_checkpoint(self._meta())
         ckpt["model"] = self.model.state_dict()
+        # The weights validation used (an EMA, say) are what test, predict
+        # and export should evaluate; resume restores "model" itself.
+        val_model = self.pm.hook.detcore_val_model(runner=self)
+        if val_model is not None and val_model is not self.model:
+            eval_state = val_model.state_dict()
+            # Only a module of the same architecture can stand in for "model".
+            if eval_state.keys() == ckpt["model"].keys():
+                ckpt["eval_model"] = eval_state
         ckpt["optimizer"] = self.optimizer.state_dict()
         ckpt["lr_scheduler"] = self.lr_scheduler.state_dict()
         ckpt["scaler"] = self.scaler.state_dict() if self.scaler is not None else None
