@@ -18,14 +18,6 @@ from detcore.engine import checkpoint as ck  # noqa: E402
 from detcore.errors import CheckpointError  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A run with validation: interval checkpoints and a best one."""

@@ -12,23 +12,8 @@ import pytest
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
-from detcore.catalog import Catalog  # noqa: E402
 from detcore.errors import CheckpointError, RunFileError  # noqa: E402
 from detcore.models import names  # noqa: E402
-from detcore.plugins import get_plugin_manager  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def catalog() -> Catalog:
-    return Catalog.from_plugin_manager(get_plugin_manager(entrypoints=False))
 
 
 @pytest.fixture

@@ -19,19 +19,6 @@ from detcore.plugins import get_plugin_manager  # noqa: E402
 from detcore.runfile.loader import tomllib  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def catalog() -> Catalog:
-    return Catalog.from_plugin_manager(get_plugin_manager(entrypoints=False))
-
-
 def build(catalog: Catalog, model_toml: str):
     """Validate and build the [model] table of a run-file snippet."""
     table = tomllib.loads(textwrap.dedent(model_toml))["model"]

@@ -22,12 +22,6 @@ at_iter = {at}
 """
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def assert_same_weights(a: Path, b: Path) -> None:

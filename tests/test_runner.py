@@ -15,14 +15,6 @@ sys.path.insert(0, str(Path(__file__).parent / "runner_plugins"))
 from runner_testutil import cli, scalars, write_run  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def events(work_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (work_dir / "events.jsonl").read_text().splitlines()]
 

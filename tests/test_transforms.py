@@ -9,15 +9,8 @@ import pytest
 import torch
 from torchvision import tv_tensors
 
-from detcore.catalog import Catalog
 from detcore.data.transforms import TRANSFORMS, build_pipeline
 from detcore.errors import RunFileError
-from detcore.plugins import get_plugin_manager
-
-
-@pytest.fixture(scope="module")
-def catalog():
-    return Catalog.from_plugin_manager(get_plugin_manager(entrypoints=False))
 
 
 def sample(h=40, w=60):

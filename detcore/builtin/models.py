@@ -45,22 +45,7 @@ def _check_indices(args: dict, n: int, default) -> list[int]:
 
 
 def _check_weights(args: dict, arch: str | None) -> None:
-    weights = args.get("weights")
-    if weights is None or names.looks_like_path(weights):
-        return
-    if arch is None:
-        raise ConfigCheckError(
-            f"'{weights}' is not a file, and this backbone has no torchvision weights; give a path "
-            f"to a state-dict file (it must exist)",
-            key="weights",
-        )
-    valid = names.backbone_weight_names(arch)
-    if weights not in valid:
-        raise ConfigCheckError(
-            f"unknown weights '{weights}' for {arch}; valid names: {', '.join(valid)}, or a path to a "
-            f"state-dict file",
-            key="weights",
-        )
+    names.check_backbone_weights(args.get("weights"), arch)
 
 
 def _check_freezing(args: dict, max_trainable: int, max_frozen: int | None) -> None:

@@ -126,19 +126,7 @@ def load_backbone_weights(model, weights: str, arch: str | None, *, head_prefixe
         state = read_state_dict(weights, "backbone weights")
         source = str(Path(weights).expanduser())
     else:
-        if arch is None or arch not in names.BACKBONE_WEIGHTS:
-            raise ConfigCheckError(
-                f"'{weights}' is not a file, and this backbone has no torchvision weights; "
-                f"give a path to a state-dict file",
-                key="weights",
-            )
-        valid = names.backbone_weight_names(arch)
-        if weights not in valid:
-            raise ConfigCheckError(
-                f"unknown weights '{weights}' for {arch}; valid names: {', '.join(valid)}, "
-                f"or a path to a state-dict file",
-                key="weights",
-            )
+        names.check_backbone_weights(weights, arch)
         enum = names.BACKBONE_WEIGHTS[arch][0]
         full = weights if "." in weights else f"{enum}.{weights}"
         state, source = torchvision_state_dict(full)
