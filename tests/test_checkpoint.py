@@ -219,3 +219,14 @@ def test_load_from_checks_the_fit_of_a_model_naming_its_class_layers(tmp_path):
         ck.load_weights(dst, tmp_path / "part.pth")
     # Without class_layers the same file loads partly, with a report.
     assert "head.tower.weight" in ck.load_weights(_tiny(3), tmp_path / "part.pth").missing
+
+
+def test_best_checkpoint_of_a_metric_with_odd_characters_replaces_the_last(tmp_path):
+    """A plugin metric named like ``AP@50``: the name the runner remembers is
+    the file written, so the previous best is removed, not left behind."""
+    files = ck.CheckpointFiles(tmp_path)
+    first = ck.best_name("AP@50", "epoch_1")
+    assert files.save_best({"model": {}}, "AP@50", "epoch_1", None) == first
+    second = files.save_best({"model": {}}, "AP@50", "epoch_2", first)
+    assert second == ck.best_name("AP@50", "epoch_2")
+    assert sorted(p.name for p in tmp_path.glob("best_*")) == [second]

@@ -152,9 +152,6 @@ class TrainBatchSampler:
                 SeededIndex(idx, _mix(self.seed, epoch, self.rank, b, j)) for j, idx in enumerate(batch)
             ]
 
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "start": self.start, "seed": self.seed, "world_size": self.world_size}
-
 
 def shard_indices(n: int, rank: int, world_size: int) -> list[int]:
     """The indices ``rank`` evaluates: ``rank, rank + world_size, ...``. Every

@@ -244,6 +244,12 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
+def best_name(metric: str, tag: str) -> str:
+    """File name of the best checkpoint for ``metric`` (any characters) at
+    ``tag`` (``epoch_3``, ``iter_400``)."""
+    return f"best_{_safe(metric)}_{tag}.pth"
+
+
 class CheckpointFiles:
     """The checkpoints a run writes in its work dir.
 
@@ -257,7 +263,7 @@ class CheckpointFiles:
         self.work_dir = Path(work_dir)
         self.keep = keep
 
-    def _pointer(self) -> dict:
+    def pointer(self) -> dict:
         p = self.work_dir / LATEST
         try:
             data = json.loads(p.read_text())
@@ -267,7 +273,7 @@ class CheckpointFiles:
 
     def save(self, ckpt: dict, name: str) -> Path:
         path = atomic_save(ckpt, self.work_dir / name)
-        pointer = self._pointer()
+        pointer = self.pointer()
         history = [h for h in pointer.get("history", []) if h != name and (self.work_dir / h).exists()]
         history.append(name)
         if self.keep > 0:
@@ -287,11 +293,11 @@ class CheckpointFiles:
         return path
 
     def save_best(self, ckpt: dict, metric: str, tag: str, previous: str | None) -> str:
-        name = f"best_{_safe(metric)}_{tag}.pth"
+        name = best_name(metric, tag)
         atomic_save(ckpt, self.work_dir / name)
         if previous and previous != name:
             (self.work_dir / previous).unlink(missing_ok=True)
-        pointer = self._pointer()
+        pointer = self.pointer()
         pointer["best"] = name
         _write_text_atomic(self.work_dir / LATEST, json.dumps(pointer, indent=1))
         return name
@@ -301,7 +307,7 @@ class CheckpointFiles:
         ``latest.json`` and any other ``epoch_*.pth`` / ``iter_*.pth`` (a run
         killed between writing a file and updating the pointer), by
         modification time; the pointer's order breaks ties."""
-        pointer = self._pointer()
+        pointer = self.pointer()
         names: list[str] = []
         if pointer.get("checkpoint"):
             names.append(pointer["checkpoint"])

@@ -190,10 +190,6 @@ def get_world_size() -> int:
     return dist.get_world_size() if is_initialized() else 1
 
 
-def is_main() -> bool:
-    return get_rank() == 0
-
-
 def _resolve_device(device: str, local_rank: int, distributed: bool):
     import torch
 

@@ -127,8 +127,6 @@ def export_onnx(
             f"{type(model).__name__} cannot be exported to ONNX (opset {opset}): "
             f"{type(exc).__name__}: {first}"
         ) from None
-    finally:
-        model.eval()
     tmp.replace(path)
     return path
 

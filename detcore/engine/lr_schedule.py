@@ -72,10 +72,6 @@ class LRSchedule:
             g["lr"] = base * f
         self.last_iter = it
 
-    def lr_at(self, it: int) -> list[float]:
-        f = self.factor(it)
-        return [base * f for base in self.base_lrs]
-
     def get_last_lr(self) -> list[float]:
         return [g["lr"] for g in self.optimizer.param_groups]
 

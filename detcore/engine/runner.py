@@ -11,6 +11,7 @@ there are the runner's public surface.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -100,6 +101,7 @@ class Runner:
         self._last_saved_iter = -1
         self._last_val_iter = -1
         self._warned_best = False
+        self._clip_params: list | None = None
         self._train_dataset = None
         self._resume_path: str | None = None
         self._restore = []
@@ -248,12 +250,10 @@ class Runner:
         from detcore.models.pretrained import skip_pretrained
 
         cfg = self.cfg
-        if self._resume_path is not None or cfg.load_from:
-            # Every weight is overwritten right after building: the model's
-            # own `weights` (a COCO or ImageNet file) need not be present.
-            with skip_pretrained():
-                model = build_model(self.run)
-        else:
+        # When every weight is overwritten right after building, the model's
+        # own `weights` (a COCO or ImageNet file) need not be present.
+        overwritten = self._resume_path is not None or cfg.load_from
+        with skip_pretrained() if overwritten else contextlib.nullcontext():
             model = build_model(self.run)
         if getattr(model, "weights_report", None) is not None:  # detector `weights` (e.g. COCO_V1)
             self.logger.info(model.weights_report.summary())
@@ -393,7 +393,7 @@ class Runner:
         return path
 
     def _maybe_save_best(self, metrics: dict) -> None:
-        from detcore.engine.checkpoint import CheckpointFiles
+        from detcore.engine.checkpoint import CheckpointFiles, best_name
 
         key = self.cfg.checkpoint.save_best
         if not key:
@@ -414,9 +414,9 @@ class Runner:
                 return
         elif not math.isfinite(value):
             return
-        tag = f"epoch_{self.epoch}" if self.cfg.train.by_epoch and self._batch_in_epoch == 0 else f"iter_{self.iter}"
+        tag = self._checkpoint_name().removesuffix(".pth")
         previous = self.best.get("checkpoint") if self.best else None
-        name = f"best_{key}_{tag}.pth"
+        name = best_name(key, tag)
         self.best = {"metric": key, "value": value, "checkpoint": name, "iter": self.iter, "epoch": self.epoch}
         ckpt = self._state()
         if self.is_main:
@@ -658,10 +658,10 @@ class Runner:
         return 0
 
     def _latest_path(self) -> Path:
-        try:
-            return self.work_dir / json.loads((self.work_dir / "latest.json").read_text())["checkpoint"]
-        except (OSError, ValueError, KeyError):
-            return self.work_dir / self._checkpoint_name()
+        from detcore.engine.checkpoint import CheckpointFiles
+
+        name = CheckpointFiles(self.work_dir).pointer().get("checkpoint")
+        return self.work_dir / (name or self._checkpoint_name())
 
     def _val_due_epoch(self) -> bool:
         return self.val_dataset is not None and self.epoch % self.cfg.train.val_interval == 0
@@ -683,14 +683,14 @@ class Runner:
         for b, (images, targets) in enumerate(self.train_loader, start=start):
             t_data = time.perf_counter()
             imgs = [image_to_float(i, device) for i in images]
-            tgts = [self._target_to(t, device) for t in targets]
+            tgts = [target_to_device(t, device) for t in targets]
             if (b - group_start) % accumulate == 0:
                 group_start = b
             group_size = min(accumulate, n_batches - group_start)
             step_now = b - group_start == group_size - 1
             iteration = self.iter
             self.pm.hook.detcore_before_train_iter(runner=self, iteration=iteration, batch=(imgs, tgts))
-            sync_ctx = self.train_model.no_sync() if ddp and not step_now else _null()
+            sync_ctx = self.train_model.no_sync() if ddp and not step_now else contextlib.nullcontext()
             with sync_ctx:
                 with autocast(amp, device):
                     losses = self.train_model(imgs, tgts)
@@ -762,29 +762,6 @@ class Runner:
 
         return self.device if tdist.get_backend() == "nccl" else "cpu"
 
-    @staticmethod
-    def _target_to(t: dict, device) -> dict:
-        """The target on ``device`` without its crowd boxes: datasets keep
-        them (``iscrowd`` 1, ignore regions for evaluation) but the models
-        would train on them as objects."""
-        import torch
-
-        keep = None
-        crowd = t.get("iscrowd")
-        if isinstance(crowd, torch.Tensor) and crowd.numel() and bool(crowd.any()):
-            keep = crowd.as_subclass(torch.Tensor) == 0
-        out = {}
-        for k, v in t.items():
-            if isinstance(v, torch.Tensor):
-                v = v.as_subclass(torch.Tensor)
-                if keep is not None and k in ("boxes", "labels", "masks", "iscrowd", "area"):
-                    v = v[keep]
-                v = v.to(device, non_blocking=True)
-                if k == "boxes":
-                    v = v.float()
-            out[k] = v
-        return out
-
     def _step(self) -> None:
         import torch
 
@@ -793,8 +770,9 @@ class Runner:
         if cfg.train.grad_clip is not None:
             if self.scaler is not None:
                 self.scaler.unscale_(self.optimizer)
-            params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
-            self._grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
+            if self._clip_params is None:  # clip_grad_norm_ skips params without a grad
+                self._clip_params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            self._grad_norm = torch.nn.utils.clip_grad_norm_(self._clip_params, cfg.train.grad_clip)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -912,9 +890,24 @@ class Runner:
         return metrics
 
 
-class _null:
-    def __enter__(self):
-        return None
+def target_to_device(t: dict, device) -> dict:
+    """The target on ``device`` without its crowd boxes: datasets keep
+    them (``iscrowd`` 1, ignore regions for evaluation) but the models
+    would train on them as objects."""
+    import torch
 
-    def __exit__(self, *exc):
-        return False
+    keep = None
+    crowd = t.get("iscrowd")
+    if isinstance(crowd, torch.Tensor) and crowd.numel() and bool(crowd.any()):
+        keep = crowd.as_subclass(torch.Tensor) == 0
+    out = {}
+    for k, v in t.items():
+        if isinstance(v, torch.Tensor):
+            v = v.as_subclass(torch.Tensor)
+            if keep is not None and k in ("boxes", "labels", "masks", "iscrowd", "area"):
+                v = v[keep]
+            v = v.to(device, non_blocking=True)
+            if k == "boxes":
+                v = v.float()
+        out[k] = v
+    return out
