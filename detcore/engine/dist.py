@@ -413,20 +413,25 @@ def share_from_main(obj, timeout_s: float = 7200.0):
     return holder[0]
 
 
-def any_rank(flag: bool) -> bool:
-    """``True`` on every rank when ``flag`` is true on at least one (a
-    collective: every rank must call it). For stop decisions that must be
-    taken at the same iteration everywhere (a signal seen by one rank first,
-    a non-finite loss on one rank's batch); runs on gloo, so it costs no GPU
+def max_over_ranks(values: list[int]) -> list[int]:
+    """The element-wise maximum of ``values`` over all ranks (a collective:
+    every rank must call it). For stop decisions that must be taken at the
+    same iteration everywhere (a signal seen by one rank first, a non-finite
+    loss on one rank's batch); runs on gloo, so it costs no GPU
     synchronisation."""
     import torch
     import torch.distributed as dist
 
     if not is_initialized() or dist.get_world_size() == 1:
-        return bool(flag)
-    t = torch.tensor([1 if flag else 0], dtype=torch.int32)
+        return [int(v) for v in values]
+    t = torch.tensor([int(v) for v in values], dtype=torch.int64)
     dist.all_reduce(t, op=dist.ReduceOp.MAX, group=_object_group(_train_timeout_s))
-    return bool(t.item())
+    return t.tolist()
+
+
+def any_rank(flag: bool) -> bool:
+    """``True`` on every rank when ``flag`` is true on at least one."""
+    return bool(max_over_ranks([int(bool(flag))])[0])
 
 
 def cleanup() -> None:

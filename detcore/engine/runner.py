@@ -745,14 +745,7 @@ class Runner:
         """Make every rank stop at the same iteration: a signal or
         ``stop_training`` seen by one rank (signals reach ranks at different
         moments) stops all, so none is left waiting in a collective."""
-        import torch
-        import torch.distributed as tdist
-
-        flags = torch.tensor(
-            [int(self._signal or 0), int(bool(self.stop_training))], dtype=torch.int64, device=self._flag_device()
-        )
-        tdist.all_reduce(flags, op=tdist.ReduceOp.MAX)
-        sig, stop = flags.tolist()
+        sig, stop = dist.max_over_ranks([int(self._signal or 0), int(bool(self.stop_training))])
         if sig and self._signal is None:
             self._signal = sig
         self.stop_training = bool(stop)
