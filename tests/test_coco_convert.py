@@ -268,3 +268,54 @@ def test_make_shapes_command(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert sorted(os.listdir(tmp_path / "data" / "shapes")) == ["train", "train.json", "val", "val.json"]
     assert len(os.listdir(tmp_path / "data" / "shapes" / "train")) == 4
+
+
+# ---------------------------------------------------------------------------
+# unreadable JSON and CLI arguments
+# ---------------------------------------------------------------------------
+
+
+def test_check_non_utf8_file_gives_a_clean_error(tmp_path):
+    from detcore_coco.annfile import AnnotationError
+
+    (tmp_path / "img").mkdir()
+    bad = tmp_path / "latin1.json"
+    bad.write_bytes('{"images": [], "categories": [{"id": 1, "name": "caf\u00e9"}]}'.encode("latin-1"))
+    with pytest.raises(AnnotationError, match="latin1.json' is not UTF-8 text"):
+        check_coco(str(bad), str(tmp_path / "img"))
+    with pytest.raises(ConvertError, match="VIA file '.*latin1.json' is not UTF-8 text"):
+        via_to_coco(str(bad), str(tmp_path / "img"))
+
+
+def test_check_examples_must_not_be_negative(capsys):
+    import argparse
+
+    from detcore_coco import cli
+
+    parser = argparse.ArgumentParser()
+    cli.configure(parser)
+    assert parser.parse_args(["check", "a.json", "img", "--examples", "0"]).examples == 0
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(["check", "a.json", "img", "--examples", "-1"])
+    assert exc.value.code == 2
+    assert "must be 0 or more, got -1" in capsys.readouterr().err
+
+
+def test_annotation_cache_keeps_train_and_val(tmp_path, monkeypatch):
+    from detcore_coco import annfile
+
+    monkeypatch.setattr(annfile, "_CACHE", {})
+    paths = [write_coco(str(tmp_path / f"{n}.json"), [], [], [{"id": 1, "name": "x"}]) for n in ("a", "b", "c", "d")]
+    reads = []
+    real = annfile.read_json
+    monkeypatch.setattr(annfile, "read_json", lambda p, what="annotation file": reads.append(p) or real(p, what))
+    for _ in range(2):  # config check (train, val), then the datasets (train, val)
+        annfile.load_coco_json(paths[0])
+        annfile.load_coco_json(paths[1])
+    assert reads == paths[:2]
+    annfile.load_coco_json(paths[2])
+    annfile.load_coco_json(paths[3])  # evicts the oldest (a)
+    assert len(annfile._CACHE) == 3
+    annfile.load_coco_json(paths[1])
+    annfile.load_coco_json(paths[0])
+    assert reads == [*paths, paths[0]]

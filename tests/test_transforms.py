@@ -155,3 +155,37 @@ def test_images_without_objects_pass_every_transform(catalog):
     torch.manual_seed(0)
     out_img, out = pipe(image, empty)
     assert out["boxes"].shape == (0, 4) and out["masks"].shape == (0, *out_img.shape[-2:])
+
+
+@pytest.mark.parametrize(
+    ("table", "key"),
+    [
+        ({"type": "random_horizontal_flip", "p": 2.0}, "p"),
+        ({"type": "random_vertical_flip", "p": -0.1}, "p"),
+        ({"type": "random_grayscale", "p": 1.5}, "p"),
+        ({"type": "random_zoom_out", "side_range": [4.0, 1.0]}, "side_range"),
+        ({"type": "photometric_distortion", "hue": [0.1, -0.1]}, "hue"),
+        ({"type": "scale_jitter", "target_size": [1, 2, 3]}, "target_size"),
+        ({"type": "resize", "size": 800, "max_size": 600}, "max_size"),
+        ({"type": "resize", "size": [1, 2, 3]}, "size"),
+        ({"type": "random_resize", "sizes": []}, "sizes"),
+        ({"type": "sanitize_boxes", "min_size": 0.5}, "min_size"),
+    ],
+)
+def test_config_check_rejects_bad_transform_arguments(catalog, table, key):
+    # `detcore config check` validates without building: the factory's
+    # attached check must reject the value and name the key.
+    with pytest.raises(RunFileError) as err:
+        catalog.validate("transform", table, "data.train.transforms[0]")
+    assert err.value.key == f"data.train.transforms[0].{key}"
+
+
+def test_config_check_accepts_good_transform_arguments(catalog):
+    for table in [
+        {"type": "random_horizontal_flip", "p": 1.0},
+        {"type": "resize", "size": 800, "max_size": 1333},
+        {"type": "resize", "size": [480, 640]},
+        {"type": "photometric_distortion"},
+        {"type": "sanitize_boxes", "min_size": 2},
+    ]:
+        catalog.validate("transform", table, "t")

@@ -2,8 +2,9 @@
 
 Light (json only): ``detcore config check`` uses it to compare a run file's
 ``classes`` with the file's categories before anything heavy runs. Parsed
-files are cached by path, size and modification time, so the check and the
-dataset built right after it read a large file once.
+files are cached by path, size and modification time (the last
+``_CACHE_SIZE`` files), so the check of a run file's train and val files and
+the datasets built right after it read each file once.
 """
 
 from __future__ import annotations
@@ -22,7 +23,32 @@ class AnnotationError(DetcoreError):
     exit_code = 2
 
 
+# (abspath, size, mtime_ns) -> parsed file, oldest first. Three entries cover
+# a run's train, val and test files; a COCO train file is hundreds of MB, so
+# keep no more.
+_CACHE_SIZE = 3
 _CACHE: dict[tuple[str, int, int], dict] = {}
+
+
+def read_json(path: str | os.PathLike, what: str = "annotation file") -> Any:
+    """Parse the JSON file ``path``. Raises :class:`AnnotationError` naming
+    ``what`` for a missing file, invalid JSON (with the line and column) and
+    text that is not UTF-8."""
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise AnnotationError(
+            f"{what} not found: '{path}' (relative paths resolve against the current directory, "
+            f"{os.getcwd()})"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise AnnotationError(
+            f"{what} '{path}' is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise AnnotationError(f"{what} '{path}' is not UTF-8 text: {exc}") from None
 
 
 def load_coco_json(path: str | os.PathLike, *, what: str = "annotation file") -> dict:
@@ -44,17 +70,10 @@ def load_coco_json(path: str | os.PathLike, *, what: str = "annotation file") ->
     key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
     if key in _CACHE:
         return _CACHE[key]
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise AnnotationError(
-            f"{what} '{path}' is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
-        ) from None
-    except UnicodeDecodeError as exc:
-        raise AnnotationError(f"{what} '{path}' is not UTF-8 text: {exc}") from None
+    data = read_json(path, what)
     validate_coco(data, path)
-    _CACHE.clear()  # keep one file: a COCO train file is hundreds of MB
+    while len(_CACHE) >= _CACHE_SIZE:
+        del _CACHE[next(iter(_CACHE))]  # the oldest
     _CACHE[key] = data
     return data
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter, defaultdict
 
@@ -53,21 +52,14 @@ class CheckResult:
 
 def check_coco(ann_file: str, img_dir: str, *, decode: bool = True, tolerance: float = 0.5) -> CheckResult:
     """Check ``ann_file`` against the images in ``img_dir``. Invalid JSON
-    raises :class:`detcore_coco.annfile.AnnotationError`; everything else is
+    (or a missing or non-UTF-8 file) raises
+    :class:`detcore_coco.annfile.AnnotationError`; everything else is
     collected. ``tolerance`` (pixels) is how far a box may reach past the image
     border before it counts as outside (rounding in converters)."""
-    from detcore_coco.annfile import AnnotationError
+    from detcore_coco.annfile import AnnotationError, read_json
 
     res = CheckResult()
-    try:
-        with open(ann_file, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise AnnotationError(f"annotation file not found: '{ann_file}'") from None
-    except json.JSONDecodeError as exc:
-        raise AnnotationError(
-            f"annotation file '{ann_file}' is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
-        ) from None
+    data = read_json(ann_file, "annotation file")
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(data.get("categories"), list):
         raise AnnotationError(f"'{ann_file}' is not a COCO detection file: it needs 'images' and 'categories' lists")
     if not os.path.isdir(img_dir):

@@ -6,6 +6,16 @@ import argparse
 import os
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="coco_command", metavar="ACTION", required=True)
 
@@ -33,7 +43,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     chk.add_argument("ann_file", metavar="ANN.json")
     chk.add_argument("img_dir", metavar="IMG_DIR")
     chk.add_argument("--no-decode", action="store_true", help="read image headers only (faster; misses truncated files)")
-    chk.add_argument("--examples", type=int, default=5, metavar="N", help="problems shown per kind (default 5)")
+    chk.add_argument("--examples", type=_non_negative_int, default=5, metavar="N", help="problems shown per kind (default 5)")
 
     shp = sub.add_parser(
         "make-shapes",

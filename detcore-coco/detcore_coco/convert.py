@@ -196,13 +196,12 @@ def via_to_coco(src: str, img_dir: str, *, category: str | None = None, attribut
     is ``region_attributes[attribute]`` when ``attribute`` is given (or when a
     region has exactly one attribute), else ``category`` (default "object").
     """
+    from detcore_coco.annfile import AnnotationError, read_json
+
     try:
-        with open(src, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise ConvertError(f"VIA file not found: '{src}'") from None
-    except json.JSONDecodeError as exc:
-        raise ConvertError(f"VIA file '{src}' is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+        data = read_json(src, "VIA file")
+    except AnnotationError as exc:
+        raise ConvertError(str(exc)) from None
     if isinstance(data, dict) and "_via_img_metadata" in data:
         data = data["_via_img_metadata"]
     if not isinstance(data, dict):

@@ -36,12 +36,7 @@ DenseHeadSpec = Sub["head", "in_channels", "num_anchors", "num_classes"]
 
 
 def _check_indices(args: dict, n: int, default) -> list[int]:
-    out = list(args.get("out_indices", default))
-    if not out or sorted(set(out)) != out or out[0] < 0 or out[-1] >= n:
-        raise ConfigCheckError(
-            f"out_indices must be increasing stage indices in 0..{n - 1}, got {out}", key="out_indices"
-        )
-    return out
+    return names.check_out_indices(args.get("out_indices", default), n)
 
 
 def _check_weights(args: dict, arch: str | None) -> None:

@@ -19,6 +19,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Union
 
+from detcore.catalog import check_with
+from detcore.errors import ConfigCheckError
+
 __all__ = [
     "TRANSFORMS",
     "build_pipeline",
@@ -39,8 +42,6 @@ __all__ = [
 
 
 def _pair(value, name: str) -> list[float]:
-    from detcore.errors import ConfigCheckError
-
     if len(value) != 2:
         raise ConfigCheckError(f"expected two numbers [low, high], got {value}", key=name)
     if value[0] > value[1]:
@@ -49,13 +50,62 @@ def _pair(value, name: str) -> list[float]:
 
 
 def _prob(p: float) -> float:
-    from detcore.errors import ConfigCheckError
-
     if not 0.0 <= p <= 1.0:
         raise ConfigCheckError(f"a probability must be in [0, 1], got {p}", key="p")
     return float(p)
 
 
+# Checks attached with ``check_with`` so ``detcore config check`` rejects bad
+# arguments without building anything; the factories run the same checks (via
+# _pair, _prob and the _check_* functions) when called directly. ``args`` are
+# the run-file table's arguments, already type-checked against the signature.
+
+
+def _checks(*, pairs: tuple[str, ...] = (), prob: bool = False):
+    """A check for the ``[low, high]`` arguments ``pairs`` and, with
+    ``prob``, the probability ``p``."""
+
+    def check(args: dict, ctx=None) -> None:
+        for name in pairs:
+            if name in args:
+                _pair(args[name], name)
+        if prob and "p" in args:
+            _prob(args["p"])
+
+    return check
+
+
+def _check_resize(args: dict, ctx=None) -> None:
+    size, max_size = args.get("size"), args.get("max_size")
+    if isinstance(size, list):
+        if len(size) != 2:
+            raise ConfigCheckError(f"size must be one integer (shorter side) or [h, w], got {size}", key="size")
+        if max_size is not None:
+            raise ConfigCheckError("max_size only applies when size is one integer (the shorter side)", key="max_size")
+    elif max_size is not None and size is not None and max_size < size:
+        raise ConfigCheckError(f"max_size ({max_size}) must be >= size ({size})", key="max_size")
+
+
+def _check_random_resize(args: dict, ctx=None) -> None:
+    if "sizes" in args and not args["sizes"]:
+        raise ConfigCheckError("sizes must list at least one shorter-side length", key="sizes")
+
+
+def _check_scale_jitter(args: dict, ctx=None) -> None:
+    target_size = args.get("target_size")
+    if target_size is not None and len(target_size) != 2:
+        raise ConfigCheckError(f"target_size must be [h, w], got {target_size}", key="target_size")
+    _checks(pairs=("scale_range",))(args)
+
+
+def _check_sanitize(args: dict, ctx=None) -> None:
+    for name in ("min_size", "min_area"):
+        value = args.get(name, 1.0)
+        if value < 1:
+            raise ConfigCheckError(f"{name} must be >= 1, got {value}", key=name)
+
+
+@check_with(_checks(prob=True))
 def random_horizontal_flip(p: float = 0.5):
     """Flip image, boxes and masks left-right with probability ``p``."""
     from torchvision.transforms import v2
@@ -63,6 +113,7 @@ def random_horizontal_flip(p: float = 0.5):
     return v2.RandomHorizontalFlip(_prob(p))
 
 
+@check_with(_checks(prob=True))
 def random_vertical_flip(p: float = 0.5):
     """Flip image, boxes and masks upside down with probability ``p``."""
     from torchvision.transforms import v2
@@ -70,45 +121,35 @@ def random_vertical_flip(p: float = 0.5):
     return v2.RandomVerticalFlip(_prob(p))
 
 
+@check_with(_check_resize)
 def resize(size: Union[int, list[int]], max_size: int | None = None, antialias: bool = True):
     """Resize: ``size = 800`` sets the shorter side (aspect ratio kept, the
     longer side capped at ``max_size``); ``size = [h, w]`` sets both."""
     from torchvision.transforms import v2
 
-    from detcore.errors import ConfigCheckError
-
+    _check_resize({"size": size, "max_size": max_size})
     if isinstance(size, list):
-        if len(size) != 2:
-            raise ConfigCheckError(f"size must be one integer (shorter side) or [h, w], got {size}", key="size")
-        if max_size is not None:
-            raise ConfigCheckError("max_size only applies when size is one integer (the shorter side)", key="max_size")
         return v2.Resize(list(size), antialias=antialias)
-    if max_size is not None and max_size < size:
-        raise ConfigCheckError(f"max_size ({max_size}) must be >= size ({size})", key="max_size")
     return v2.Resize(size, max_size=max_size, antialias=antialias)
 
 
+@check_with(_check_random_resize)
 def random_resize(sizes: list[int], max_size: int | None = None, antialias: bool = True):
     """Multi-scale training: the shorter side is drawn from ``sizes`` for each
     image (the longer side capped at ``max_size``)."""
     from torchvision.transforms import v2
 
-    from detcore.errors import ConfigCheckError
-
-    if not sizes:
-        raise ConfigCheckError("sizes must list at least one shorter-side length", key="sizes")
+    _check_random_resize({"sizes": sizes})
     return v2.RandomShortestSize(min_size=list(sizes), max_size=max_size, antialias=antialias)
 
 
+@check_with(_check_scale_jitter)
 def scale_jitter(target_size: list[int], scale_range: list[float] = [0.1, 2.0], antialias: bool = True):  # noqa: B006
     """Large-scale jitter (Copy-Paste paper): rescale so the image fits
     ``target_size = [h, w]`` times a factor drawn from ``scale_range``."""
     from torchvision.transforms import v2
 
-    from detcore.errors import ConfigCheckError
-
-    if len(target_size) != 2:
-        raise ConfigCheckError(f"target_size must be [h, w], got {target_size}", key="target_size")
+    _check_scale_jitter({"target_size": target_size})
     return v2.ScaleJitter(tuple(target_size), scale_range=tuple(_pair(scale_range, "scale_range")), antialias=antialias)
 
 
@@ -134,6 +175,7 @@ def random_iou_crop(
     )
 
 
+@check_with(_checks(pairs=("side_range",), prob=True))
 def random_zoom_out(fill: int = 0, side_range: list[float] = [1.0, 4.0], p: float = 0.5):  # noqa: B006
     """SSD's zoom out: place the image on a canvas up to ``side_range[1]``
     times larger, filled with ``fill`` (masks are padded with 0)."""
@@ -160,6 +202,7 @@ def random_crop(size: Union[int, list[int]], pad_if_needed: bool = True, fill: i
     )
 
 
+@check_with(_checks(pairs=("brightness", "contrast", "saturation", "hue"), prob=True))
 def photometric_distortion(
     brightness: list[float] = [0.875, 1.125],  # noqa: B006
     contrast: list[float] = [0.5, 1.5],  # noqa: B006
@@ -187,6 +230,7 @@ def color_jitter(brightness: float = 0.0, contrast: float = 0.0, saturation: flo
     return v2.ColorJitter(brightness=brightness, contrast=contrast, saturation=saturation, hue=hue)
 
 
+@check_with(_checks(prob=True))
 def random_grayscale(p: float = 0.1):
     """Convert to grayscale (kept as 3 channels) with probability ``p``."""
     from torchvision.transforms import v2
@@ -210,18 +254,14 @@ def _labels_and_crowd(inputs) -> Any:
     return tuple(target[k] for k in ("labels", "iscrowd", "area") if k in target)
 
 
+@check_with(_check_sanitize)
 def sanitize_boxes(min_size: float = 1.0, min_area: float = 1.0):
     """Drop boxes narrower/shorter than ``min_size`` pixels or smaller than
     ``min_area``, or outside the image, with their labels, ``iscrowd`` and masks
     (always run at the end of a dataset's pipeline with the defaults)."""
     from torchvision.transforms import v2
 
-    from detcore.errors import ConfigCheckError
-
-    if min_size < 1:
-        raise ConfigCheckError(f"min_size must be >= 1, got {min_size}", key="min_size")
-    if min_area < 1:
-        raise ConfigCheckError(f"min_area must be >= 1, got {min_area}", key="min_area")
+    _check_sanitize({"min_size": min_size, "min_area": min_area})
     return v2.SanitizeBoundingBoxes(min_size=min_size, min_area=min_area, labels_getter=_labels_and_crowd)
 
 

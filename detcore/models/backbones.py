@@ -57,15 +57,6 @@ def _norm_layer(norm: str | None, pretrained_: bool):
     return FrozenBatchNorm2d if norm == "frozen_bn" else None
 
 
-def _check_indices(out_indices, n: int) -> list[int]:
-    out = list(out_indices)
-    if not out or sorted(set(out)) != out or out[0] < 0 or out[-1] >= n:
-        raise ConfigCheckError(
-            f"out_indices must be increasing stage indices in 0..{n - 1}, got {out}", key="out_indices"
-        )
-    return out
-
-
 def resnet(
     depth: int = 50,
     weights: str | None = None,
@@ -83,11 +74,10 @@ def resnet(
     has_weights = weights is not None
     if pretrained.skipping():
         weights = None
-    out_indices = _check_indices(out_indices, 4)
+    out_indices = names.check_out_indices(out_indices, 4)
     model = getattr(tv_resnet, arch)(weights=None, norm_layer=_norm_layer(norm, has_weights))
     if weights is not None:
         pretrained.load_backbone_weights(model, weights, arch, head_prefixes=("fc.",))
-    frozen = _frozen_stages(frozen_stages, trainable_layers, has_weights)
     if trainable_layers is not None:
         # torchvision's own rule (resnet_fpn_backbone): the stem's BatchNorm
         # trains only when all 5 layers do.
@@ -97,19 +87,20 @@ def resnet(
         for name, p in model.named_parameters():
             if not any(name.startswith(t) for t in train):
                 p.requires_grad_(False)
-    elif frozen >= 0:
-        _freeze([model.conv1, model.bn1])
-        _freeze(getattr(model, f"layer{i}") for i in range(1, frozen + 1))
+    else:
+        frozen = _frozen_stages(frozen_stages, has_weights)
+        if frozen >= 0:
+            _freeze([model.conv1, model.bn1])
+            _freeze(getattr(model, f"layer{i}") for i in range(1, frozen + 1))
     channels = names.RESNET_CHANNELS[depth]
     return_layers = {f"layer{i + 1}": str(k) for k, i in enumerate(out_indices)}
     return Body(model, return_layers, [channels[i] for i in out_indices], norm_eval)
 
 
-def _frozen_stages(frozen_stages, trainable_layers, has_weights) -> int:
+def _frozen_stages(frozen_stages, has_weights) -> int:
+    # Only used when trainable_layers is unset (that case freezes by name).
     if frozen_stages is not None:
         return frozen_stages
-    if trainable_layers is not None:
-        return 4 - trainable_layers
     # torchvision's default: 3 trainable layers with pretrained weights, all without.
     return 1 if has_weights else -1
 
@@ -138,7 +129,7 @@ def mobilenet(
         pretrained.load_backbone_weights(model, weights, arch, head_prefixes=("classifier.",))
     features = model.features
     stage_indices = names.MOBILENET_STAGE_INDICES[arch]
-    out_indices = _check_indices(out_indices, len(stage_indices))
+    out_indices = names.check_out_indices(out_indices, len(stage_indices))
     num_stages = len(stage_indices)
     if trainable_layers is None:
         trainable_layers = 3 if has_weights else num_stages
@@ -204,7 +195,7 @@ def tiny(width: int = 32, blocks: int = 1, weights: str | None = None, out_indic
          frozen_stages: int = -1, norm_eval: bool = False) -> Body:
     if pretrained.skipping():
         weights = None
-    out_indices = _check_indices(out_indices, 4)
+    out_indices = names.check_out_indices(out_indices, 4)
     model = TinyNet(width, blocks)
     if weights is not None:
         pretrained.load_backbone_weights(model, weights, None)

@@ -43,6 +43,19 @@ MOBILENET_STAGE_INDICES = {
 }
 
 
+def check_out_indices(out_indices, n: int) -> list[int]:
+    """``out_indices`` as a list; raises ``ConfigCheckError`` (key
+    ``out_indices``) unless they are increasing stage indices in ``0..n-1``."""
+    from detcore.errors import ConfigCheckError
+
+    out = list(out_indices)
+    if not out or sorted(set(out)) != out or out[0] < 0 or out[-1] >= n:
+        raise ConfigCheckError(
+            f"out_indices must be increasing stage indices in 0..{n - 1}, got {out}", key="out_indices"
+        )
+    return out
+
+
 def tiny_channels(width: int) -> list[int]:
     """Channels of the tiny backbone's four stages (strides 4, 8, 16, 32)."""
     return [width, 2 * width, 4 * width, 8 * width]

@@ -21,7 +21,6 @@ class FPN(FeaturePyramidNetwork):
         super().__init__(in_channels, out_channels, extra_blocks=extra_blocks, norm_layer=norm_layer)
         self.out_channels = out_channels
         self.in_channels = list(in_channels)
-        self.num_extra = 0 if extra_blocks is None else (1 if isinstance(extra_blocks, LastLevelMaxPool) else 2)
 
 
 def fpn(in_channels: list[int], out_channels: int = 256, extra: str = "none", norm: str = "none") -> FPN:
