@@ -230,3 +230,16 @@ def test_best_checkpoint_of_a_metric_with_odd_characters_replaces_the_last(tmp_p
     second = files.save_best({"model": {}}, "AP@50", "epoch_2", first)
     assert second == ck.best_name("AP@50", "epoch_2")
     assert sorted(p.name for p in tmp_path.glob("best_*")) == [second]
+
+
+def test_a_file_without_weights_is_a_clear_error():
+    with pytest.raises(CheckpointError, match="holds no model weights"):
+        ck.weights_of({"epoch": 3, "note": "no tensors here"}, "notes.pth")
+
+
+def test_nproc_below_one_is_a_clear_error():
+    from detcore.engine import dist
+    from detcore.errors import DetcoreError
+
+    with pytest.raises(DetcoreError, match="--nproc must be at least 1, got 0"):
+        dist.launch_local(0, ["train", "run.toml", "--nproc", "0"])
