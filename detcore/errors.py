@@ -46,6 +46,13 @@ class ConfigCheckError(ValueError):
         self.key = key
 
 
+class UsageError(DetcoreError):
+    """A command-line option with a value out of range: exit status 2, like
+    argparse's own usage errors."""
+
+    exit_code = 2
+
+
 class PluginError(DetcoreError):
     """A plugin that cannot be loaded, or two plugins that clash."""
 

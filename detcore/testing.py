@@ -133,13 +133,12 @@ class TrainResult:
         return count
 
     def scalars(self) -> list[dict]:
-        """The lines of the run's ``scalars.jsonl``."""
-        import json
+        """The lines of the run's ``scalars.jsonl`` (``[]`` before it is written)."""
+        from detcore.cli.analyze import read_scalars
 
-        path = self.work_dir / "scalars.jsonl"
-        if not path.is_file():
+        if not (self.work_dir / "scalars.jsonl").is_file():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return read_scalars(self.work_dir)
 
 
 class DetcoreTester:

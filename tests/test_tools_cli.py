@@ -384,3 +384,15 @@ def test_mask_model_segm_results_and_predicted_masks(trained):
     for det in entry["detections"]:
         m = mask_util.decode({"size": det["mask_rle"]["size"], "counts": det["mask_rle"]["counts"].encode()})
         assert m.shape == (entry["height"], entry["width"])
+
+
+def test_test_rejects_show_score_thr_outside_0_1(tmp_path, capsys):
+    """Checked before the run file is read: exit 2 with a clear message."""
+    from detcore.cli.main import main
+
+    (tmp_path / "run.toml").write_text(RUN_FILE)
+    code = main(["test", str(tmp_path / "run.toml"), "--checkpoint", str(tmp_path / "none.pth"),
+                 "--show-dir", str(tmp_path / "show"), "--show-score-thr", "1.5"])
+    assert code == 2
+    assert "--show-score-thr must be in [0, 1], got 1.5" in capsys.readouterr().err
+    assert not (tmp_path / "show").exists()

@@ -7,17 +7,11 @@ from pathlib import Path
 import torch
 
 from detcore import hookimpl
+from detcore.cli.inference import image_to_uint8
 from detcore.visualize import draw_detections, save_image
 
 # Grey gap between the ground-truth and the prediction panel.
 _GAP_PX = 4
-
-
-def _to_uint8(image: torch.Tensor) -> torch.Tensor:
-    image = image.detach()
-    if image.dtype == torch.uint8:
-        return image.cpu()
-    return (image.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
 
 
 class VisualizeHook:
@@ -69,7 +63,7 @@ class VisualizeHook:
             if self.draw_masks and "masks" in target:
                 gt["masks"] = torch.as_tensor(target["masks"]).detach().cpu()
             image_id = int(target["image_id"]) if "image_id" in target else len(self._items)
-            self._items.append((image_id, _to_uint8(image), gt, pred))
+            self._items.append((image_id, image_to_uint8(image.detach().cpu()), gt, pred))
 
     @hookimpl
     def detcore_after_val_epoch(self, runner, metrics: dict) -> None:

@@ -10,7 +10,7 @@ import time
 
 from detcore.cli.config import add_runfile_args, load_from_args
 from detcore.cli.inference import add_device_arg
-from detcore.errors import DetcoreError, RunFileError
+from detcore.errors import RunFileError, UsageError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -43,22 +43,6 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def collate(batch):
-    return tuple(zip(*batch))
-
-
-def _target_to(target, device):
-    import torch
-
-    out = {
-        "boxes": target["boxes"].as_subclass(torch.Tensor).to(device).float(),
-        "labels": target["labels"].to(device),
-    }
-    if "masks" in target:
-        out["masks"] = target["masks"].as_subclass(torch.Tensor).to(device)
-    return out
-
-
 def bench_inference(model, images, device, *, warmup: int, iters: int, batch_size: int) -> dict:
     import torch
 
@@ -89,6 +73,7 @@ def bench_training(model, loader, device, *, warmup: int, iters: int, lr: float)
     import torch
 
     from detcore.cli.inference import image_to_float
+    from detcore.engine.runner import target_to_device
 
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -106,7 +91,7 @@ def bench_training(model, loader, device, *, warmup: int, iters: int, lr: float)
             it = iter(loader)
             continue
         images = [image_to_float(im, device) for im in images]
-        targets = [_target_to(t, device) for t in targets]
+        targets = [target_to_device(t, device) for t in targets]
         t1 = time.perf_counter()
         losses = model(images, targets)
         loss = sum(losses.values())
@@ -135,9 +120,12 @@ def run(args) -> int:
     import torch
 
     from detcore.cli.inference import build_dataset, build_model, load_model, pick_device
+    from detcore.data.loader import collate
 
     if args.iters < 1 or args.warmup < 0 or args.train_iters < 0:
-        raise DetcoreError("--iters must be >= 1, --warmup and --train-iters >= 0")
+        raise UsageError("--iters must be >= 1, --warmup and --train-iters >= 0")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.threads:
         torch.set_num_threads(args.threads)
     loaded = load_from_args(args)

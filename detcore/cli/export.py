@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from detcore.cli.config import add_runfile_args, load_from_args
-from detcore.errors import DetcoreError, RunFileError
+from detcore.errors import DetcoreError, RunFileError, UsageError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -71,7 +71,7 @@ def run(args) -> int:
     size = None
     if args.size:
         if len(args.size) > 2:
-            raise DetcoreError("--size takes one or two numbers: H [W]")
+            raise UsageError("--size takes one or two numbers: H [W]")
         size = (args.size[0], args.size[-1])
     model, ckpt = load_model(loaded, args.checkpoint, torch.device("cpu"))
     images = _sample_images(loaded, size)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from detcore.cli.config import add_runfile_args, load_from_args
 from detcore.cli.inference import add_device_arg
-from detcore.errors import DetcoreError
+from detcore.errors import DetcoreError, UsageError
 
 PREDICTIONS_FILE = "predictions.json"
 
@@ -59,18 +59,14 @@ def prepare(image, pipeline, index: int):
 
 
 def to_original(det: dict, in_size: tuple[int, int], orig_size: tuple[int, int]) -> dict:
-    """Detections in the model input's pixels mapped back to the original image."""
-    import torch
+    """Detections in the model input's pixels mapped back to the original
+    image (evaluation's mapping), boxes clamped to the image."""
+    from detcore.engine.evaluation import to_original as eval_to_original
 
-    det = {k: v.detach().cpu().clone() for k, v in det.items()}
-    (ih, iw), (oh, ow) = in_size, orig_size
-    if (ih, iw) != (oh, ow):
-        scale = torch.tensor([ow / iw, oh / ih, ow / iw, oh / ih])
-        det["boxes"] = det["boxes"] * scale
-        if "masks" in det and len(det["masks"]):
-            det["masks"] = torch.nn.functional.interpolate(
-                det["masks"].float(), size=(oh, ow), mode="bilinear", align_corners=False
-            )
+    oh, ow = orig_size
+    det = eval_to_original(det, in_size, {"image_id": 0, "orig_size": (oh, ow)})
+    det.pop("image_id", None)
+    det["boxes"] = det["boxes"].clone()
     det["boxes"][:, 0::2] = det["boxes"][:, 0::2].clamp(0, ow)
     det["boxes"][:, 1::2] = det["boxes"][:, 1::2].clamp(0, oh)
     return det
@@ -120,9 +116,9 @@ def run(args) -> int:
     from detcore.visualize import draw_detections, save_image
 
     if not 0.0 <= args.score_thr <= 1.0:
-        raise DetcoreError(f"--score-thr must be in [0, 1], got {args.score_thr}")
+        raise UsageError(f"--score-thr must be in [0, 1], got {args.score_thr}")
     if args.batch_size is not None and args.batch_size < 1:
-        raise DetcoreError(f"--batch-size must be >= 1, got {args.batch_size}")
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     loaded = load_from_args(args, data_splits=())
     device = pick_device(args, loaded)
     files, problems = collect_inputs(args.inputs, recursive=args.recursive)

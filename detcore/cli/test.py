@@ -17,7 +17,14 @@ import time
 from pathlib import Path
 
 from detcore.cli.config import add_runfile_args, load_from_args
-from detcore.errors import DetcoreError
+from detcore.cli.inference import (
+    add_device_arg,
+    cat_ids_of,
+    class_names_of,
+    image_to_uint8,
+    split_table,
+)
+from detcore.errors import DetcoreError, UsageError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -27,22 +34,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="FILE", help="write the predictions as COCO results JSON (masks: FILE with .segm.json too)")
     parser.add_argument("--show-dir", metavar="DIR", help="write each image with its predictions drawn")
     parser.add_argument("--show-score-thr", type=float, default=0.3, help="score threshold for --show-dir (default 0.3)")
-    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: the run file's, else auto)")
+    add_device_arg(parser)
     parser.add_argument("--batch-size", type=int, help="images per process per batch (default: data.val_batch_size, else data.batch_size)")
     parser.add_argument("--launcher", choices=["none", "torchrun", "slurm"], help="how processes were started (default: detected)")
     parser.add_argument("--nproc", type=int, metavar="N", help="start N local worker processes (torch.distributed), like 'detcore train --nproc'")
-
-
-def _without_nproc(argv: list[str]) -> list[str]:
-    out, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-        elif a in ("--nproc", "--launcher"):
-            skip = True
-        elif not a.startswith(("--nproc=", "--launcher=")):
-            out.append(a)
-    return out
 
 
 class PredictionCollector:
@@ -104,7 +99,7 @@ class ShowWriter:
         images, targets = batch
         for img, target, out in zip(images, targets, outputs):
             keep = out["scores"] >= self.score_thr
-            uint8 = (img.detach().float().clamp(0, 1) * 255).round().byte().cpu()
+            uint8 = image_to_uint8(img.detach().cpu())
             masks = out.get("masks")
             drawn = draw_detections(
                 uint8, out["boxes"][keep], out["labels"][keep], out["scores"][keep], self.class_names,
@@ -180,19 +175,15 @@ def run(args) -> int:
     from detcore.engine.evaluation import evaluate
 
     if args.batch_size is not None and args.batch_size < 1:
-        raise DetcoreError(f"--batch-size must be >= 1, got {args.batch_size}")
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if not 0.0 <= args.show_score_thr <= 1.0:
+        raise UsageError(f"--show-score-thr must be in [0, 1], got {args.show_score_thr}")
     loaded = load_from_args(args, data_splits=("val", "test"))
     cfg = loaded.cfg
-    split = args.split or ("test" if cfg.data.test is not None else "val")
-    if getattr(cfg.data, split) is None:
-        raise DetcoreError(
-            f"{loaded.path} has no [data.{split}] table"
-            + (" (nor [data.test])" if split == "val" and not args.split else "")
-            + f": add one to evaluate on, e.g. [data.{split}] with the dataset's type and files"
-        )
+    split, _ = split_table(loaded, args.split)
     if args.nproc:
         argv = getattr(args, "argv", None) or sys.argv[1:]
-        return dist.launch_local(args.nproc, _without_nproc(list(argv)), port=cfg.dist.port)
+        return dist.launch_local(args.nproc, list(argv), port=cfg.dist.port)
     info, device = dist.init_distributed(
         args.launcher,
         backend=cfg.dist.backend,
@@ -209,7 +200,7 @@ def run(args) -> int:
         model, _ = load_model(loaded, args.checkpoint, device, checkpoint_dict=ckpt)
         metrics = build_metrics(loaded)
         collector = PredictionCollector() if args.out else None
-        class_names = list(getattr(dataset, "class_names", []) or (ckpt.get("meta") or {}).get("class_names") or [])
+        class_names = list(getattr(dataset, "class_names", []) or class_names_of(ckpt) or [])
         show = ShowWriter(Path(args.show_dir), class_names, args.show_score_thr) if args.show_dir else None
         if not metrics and collector is None and show is None:
             raise DetcoreError(
@@ -243,7 +234,7 @@ def run(args) -> int:
                 out = Path(args.out)
                 cat_ids = getattr(dataset, "cat_ids", None)
                 if cat_ids is None:
-                    cat_ids = (ckpt.get("meta") or {}).get("cat_ids")
+                    cat_ids = cat_ids_of(ckpt)
                 bbox, segm = coco_results(collector.predictions or [], None if cat_ids is None else list(cat_ids))
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text(json.dumps(bbox))
