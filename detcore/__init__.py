@@ -1,6 +1,21 @@
 """detcore: object-detection training with a thin, pluggable core.
 
-Importing this package is cheap: it pulls in pluggy and nothing heavy. torch,
+The public API (the names a plugin author or a Python user may rely on) is
+what this module lists in :data:`PUBLIC`, plus three public modules:
+
+* ``detcore.errors``: the exceptions (and ``did_you_mean``);
+* ``detcore.testing``: the ``detcore_tester`` fixture and ``tiny_run``;
+* ``detcore.hookspecs``: the hook specifications (read them, never import
+  from them to call anything: they are the contract's reference text).
+
+Every other module (``detcore.catalog``, ``detcore.data.*``,
+``detcore.engine.*``, ``detcore.cli.*``, ...) is private, like ``_pytest``
+is to ``pytest``: it may change in any release. The bundled plugins import
+only the public modules, and ``lint-imports`` (contracts in
+``.importlinter``) keeps it that way.
+
+Importing this package is cheap: it pulls in pluggy and nothing heavy. The
+names below are re-exported lazily (on first attribute access), so torch,
 torchvision and every plugin are imported only when a command needs them.
 """
 
@@ -13,25 +28,46 @@ __version__ = "0.1.0"
 hookspec = pluggy.HookspecMarker("detcore")
 hookimpl = pluggy.HookimplMarker("detcore")
 
-# Names below are light (no torch) and re-exported lazily so that
-# ``import detcore`` stays as small as pluggy itself.
-_LAZY = {
+# The whole public surface: name -> the private module that defines it.
+# When code moves inside detcore, only the right-hand side changes here.
+PUBLIC: dict[str, str] = {
+    # Writing components: nested component tables, run-file checks, CLI commands.
     "Sub": "detcore.catalog",
     "Spec": "detcore.catalog",
     "check_with": "detcore.catalog",
+    "CheckContext": "detcore.catalog",
     "Command": "detcore.catalog",
-    "RunFileError": "detcore.errors",
+    # Errors (also importable from the public module detcore.errors).
     "DetcoreError": "detcore.errors",
+    "RunFileError": "detcore.errors",
     "ConfigCheckError": "detcore.errors",
+    "CheckpointError": "detcore.errors",
+    "PluginError": "detcore.errors",
+    "did_you_mean": "detcore.errors",
+    # What a plugin dataset needs: read images, build the run file's transforms.
+    "read_image": "detcore.data.image_io",
+    "image_size": "detcore.data.image_io",
+    "ImageReadError": "detcore.data.image_io",
+    "build_pipeline": "detcore.data.transforms",
+    # Drawing predictions (detcore-hooks' visualize hook, custom tools).
+    "image_to_uint8": "detcore.visualize",
+    "draw_detections": "detcore.visualize",
+    "save_image": "detcore.visualize",
+    "class_color": "detcore.visualize",
 }
 
-__all__ = ["__version__", "hookimpl", "hookspec", *_LAZY]
-
+__all__ = ["__version__", "hookimpl", "hookspec", *PUBLIC]
 
 def __getattr__(name: str):
-    module = _LAZY.get(name)
+    module = PUBLIC.get(name)
     if module is None:
         raise AttributeError(f"module 'detcore' has no attribute {name!r}")
     import importlib
 
-    return getattr(importlib.import_module(module), name)
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *PUBLIC})

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 # Distinct, saturated colours (Tableau 10 + a few): class ``i`` gets
 # ``PALETTE[i % len(PALETTE)]`` so a class has the same colour in every image.
@@ -23,6 +27,17 @@ def class_color(label: int, palette: Sequence[tuple[int, int, int]] | None = Non
     """The colour of class ``label`` in ``palette`` (default :data:`PALETTE`)."""
     pal = palette or PALETTE
     return tuple(pal[int(label) % len(pal)])
+
+
+def image_to_uint8(image: torch.Tensor) -> torch.Tensor:
+    """A dataset or model-input image ``[3, H, W]`` (uint8, or float in
+    0..1) as a uint8 tensor on the same device, ready for drawing."""
+    import torch
+
+    image = image.as_subclass(torch.Tensor) if isinstance(image, torch.Tensor) else torch.as_tensor(image)
+    if image.is_floating_point():
+        image = (image.clamp(0, 1) * 255).round().to(torch.uint8)
+    return image
 
 
 def _label_text(label: int, score, class_names: Sequence[str] | None) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections import Counter, defaultdict
 
-from detcore.data.image_io import ImageReadError, image_size
+from detcore import ImageReadError, image_size
 
 # problem kind -> what it means, in the order reported
 KINDS = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from detcore.catalog import Sub, check_with
+from detcore import Sub, check_with
 from detcore.errors import ConfigCheckError
 
 # An alias, not Sub["transform"] inline: linters read a quoted subscript in

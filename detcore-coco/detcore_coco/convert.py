@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 
 import attrs
 
-from detcore.data.image_io import ImageReadError, image_size
+from detcore import ImageReadError, image_size
 from detcore.errors import DetcoreError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")

@@ -11,8 +11,7 @@ import numpy as np
 import torch
 from torchvision import tv_tensors
 
-from detcore.data.image_io import ImageReadError, read_image
-from detcore.data.transforms import build_pipeline
+from detcore import ImageReadError, build_pipeline, read_image
 from detcore.errors import ConfigCheckError
 from detcore_coco.annfile import (
     AnnotationError,

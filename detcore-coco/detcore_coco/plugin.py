@@ -5,8 +5,7 @@ Light: registering costs no torch or pycocotools import.
 
 from __future__ import annotations
 
-from detcore import hookimpl
-from detcore.catalog import Command
+from detcore import Command, hookimpl
 
 
 @hookimpl

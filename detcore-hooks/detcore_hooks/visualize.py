@@ -6,9 +6,7 @@ from pathlib import Path
 
 import torch
 
-from detcore import hookimpl
-from detcore.cli.inference import image_to_uint8
-from detcore.visualize import draw_detections, save_image
+from detcore import draw_detections, hookimpl, image_to_uint8, save_image
 
 # Grey gap between the ground-truth and the prediction panel.
 _GAP_PX = 4

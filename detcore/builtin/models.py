@@ -277,16 +277,6 @@ def fcos_head(in_channels: int, num_anchors: int, num_classes: int, num_convs: i
 _FPN_EXTRA_LEVELS = {"none": 0, "maxpool": 1, "p6p7": 2, "p6p7_c5": 2}
 
 
-def dense_backbone_defaults(detector: str, plugin: str, backbone: str, args: dict) -> dict:
-    """Backbone arguments a detector changes from the backbone's own default:
-    RetinaNet and FCOS take ResNet's C3-C5 (``out_indices = [1, 2, 3]``) as
-    torchvision's retinanet/fcos builders do, not C2-C5."""
-    if detector in ("retinanet", "fcos") and plugin == "detcore.models" and backbone == "resnet":
-        if "out_indices" not in args:
-            return {"out_indices": [1, 2, 3]}
-    return {}
-
-
 def _check_detector(detector: str):
     def check(args: dict, ctx) -> None:
         if args.get("num_classes", 1) < 1:
@@ -299,7 +289,7 @@ def _check_detector(detector: str):
         if isinstance(backbone, dict) and "type" in backbone:
             comp = ctx.catalog.get("backbone", backbone["type"])
             bargs = {k: v for k, v in backbone.items() if k != "type"}
-            bargs.update(dense_backbone_defaults(detector, comp.plugin, comp.name, bargs))
+            bargs.update(names.dense_backbone_defaults(detector, comp.plugin, comp.name, bargs))
             channels = out_channels_of(comp.factory, bargs)
         if channels is not None and isinstance(neck, dict) and "in_channels" in neck:
             if list(neck["in_channels"]) != list(channels):

@@ -27,8 +27,8 @@ def run(args) -> int:
 
     import torch
 
-    from detcore.cli.inference import build_dataset, image_to_uint8
-    from detcore.visualize import draw_detections, save_image
+    from detcore.cli.inference import build_dataset
+    from detcore.visualize import draw_detections, image_to_uint8, save_image
 
     loaded = load_from_args(args)
     split, dataset = build_dataset(loaded, args.split)

@@ -130,19 +130,25 @@ def load_model(run, checkpoint: str | Path, device, *, checkpoint_dict: dict | N
     return model.to(device).eval(), ckpt
 
 
-def image_to_uint8(image):
-    """A dataset image (uint8, or float 0..1 after a dtype transform) as uint8."""
-    import torch
-
-    image = image.as_subclass(torch.Tensor) if isinstance(image, torch.Tensor) else torch.as_tensor(image)
-    if image.is_floating_point():
-        image = (image.clamp(0, 1) * 255).round().to(torch.uint8)
-    return image
-
-
 def image_to_float(image, device):
     """A uint8 (or float) image ``[3, H, W]`` as float 0..1 on ``device``
     (the runner's conversion, so inference sees what evaluation sees)."""
     from detcore.engine.evaluation import image_to_float as convert
 
     return convert(image, device)
+
+
+def __getattr__(name: str):
+    # image_to_uint8 lived here until it became public API (detcore.image_to_uint8).
+    if name == "image_to_uint8":
+        import warnings
+
+        warnings.warn(
+            "detcore.cli.inference.image_to_uint8 is deprecated: use detcore.image_to_uint8",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        from detcore.visualize import image_to_uint8
+
+        return image_to_uint8
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

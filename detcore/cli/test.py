@@ -21,7 +21,6 @@ from detcore.cli.inference import (
     add_device_arg,
     cat_ids_of,
     class_names_of,
-    image_to_uint8,
     split_table,
 )
 from detcore.errors import DetcoreError, UsageError
@@ -94,7 +93,7 @@ class ShowWriter:
         out_dir.mkdir(parents=True, exist_ok=True)
 
     def __call__(self, batch, outputs) -> None:
-        from detcore.visualize import draw_detections, save_image
+        from detcore.visualize import draw_detections, image_to_uint8, save_image
 
         images, targets = batch
         for img, target, out in zip(images, targets, outputs):

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import os
 import warnings
+from typing import TYPE_CHECKING
 
 from detcore.errors import DetcoreError
+
+if TYPE_CHECKING:
+    import torch
 
 # torchvision 0.29 deprecates its decoders in favour of TorchCodec, which is not
 # a dependency; they still work, and the warning would repeat for every image.
@@ -25,7 +29,7 @@ class ImageReadError(DetcoreError):
     """
 
 
-def read_image(path: str | os.PathLike):
+def read_image(path: str | os.PathLike) -> torch.Tensor:
     """Decode ``path`` as a uint8 RGB tensor ``[3, H, W]`` (EXIF orientation applied).
 
     torchvision.io decodes JPEG/PNG/WebP/GIF; anything else (BMP, TIFF ...)

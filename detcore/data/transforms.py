@@ -17,10 +17,14 @@ transform consistent about what happens to boxes that leave the image.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Union
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Callable, Union
 
 from detcore.catalog import check_with
 from detcore.errors import ConfigCheckError
+
+if TYPE_CHECKING:
+    from detcore.catalog import Spec
 
 __all__ = [
     "TRANSFORMS",
@@ -301,9 +305,12 @@ class Pipeline:
         return f"Pipeline([{inner}] + clip + sanitize)"
 
 
-def build_pipeline(specs) -> Pipeline:
-    """Build a dataset's ``transforms`` list (specs of kind ``transform``, or
-    already built callables) into a :class:`Pipeline`."""
+def build_pipeline(specs: Sequence[Spec | Callable] | None) -> Pipeline:
+    """Build a dataset's ``transforms`` list (the ``Spec`` objects a
+    ``list[Sub["transform"]]`` parameter receives, or transforms already
+    built) into one callable ``(image, target) -> (image, target)`` that
+    applies them in order, then clips boxes to the image and drops boxes
+    left empty (with their labels, ``iscrowd`` and masks)."""
     from detcore.catalog import Spec
 
     built = [s() if isinstance(s, Spec) else s for s in (specs or [])]

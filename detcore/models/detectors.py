@@ -156,10 +156,8 @@ def _backbone_extra(detector: str, spec, weights: str | None, variant: str) -> d
     C3-C5 for RetinaNet/FCOS, and under detector weights what torchvision
     uses: frozen BatchNorm (v1) and 3 trainable layers; the detector's
     weights replace the backbone's own."""
-    from detcore.builtin.models import dense_backbone_defaults
-
     args = spec.args
-    extra = dense_backbone_defaults(detector, spec.component.plugin, spec.component.name, args)
+    extra = names.dense_backbone_defaults(detector, spec.component.plugin, spec.component.name, args)
     if weights is None:
         return extra
     if "norm" not in args and _accepts(spec, "norm"):

@@ -177,3 +177,13 @@ def _arch_text(arch: str) -> str:
     if arch.startswith("mobilenet_v3_"):
         return f"mobilenet_v3 (arch = '{arch[13:]}')"
     return arch
+
+
+def dense_backbone_defaults(detector: str, plugin: str, backbone: str, args: dict) -> dict:
+    """Backbone arguments a detector changes from the backbone's own default:
+    RetinaNet and FCOS take ResNet's C3-C5 (``out_indices = [1, 2, 3]``) as
+    torchvision's retinanet/fcos builders do, not C2-C5."""
+    if detector in ("retinanet", "fcos") and plugin == "detcore.models" and backbone == "resnet":
+        if "out_indices" not in args:
+            return {"out_indices": [1, 2, 3]}
+    return {}

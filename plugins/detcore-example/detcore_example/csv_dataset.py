@@ -7,14 +7,12 @@ import os
 import torch
 from torchvision import tv_tensors
 
-from detcore.data.image_io import read_image
+from detcore import build_pipeline, read_image
 from detcore_example.csv_format import read_csv_boxes
 
 
 class CsvBoxesDataset(torch.utils.data.Dataset):
     def __init__(self, csv_file: str, img_dir: str, classes=None, transforms=()):
-        from detcore.data.transforms import build_pipeline
-
         self.table = read_csv_boxes(csv_file)
         self.img_dir = img_dir
         self.class_names = list(classes) if classes is not None else self.table.class_names

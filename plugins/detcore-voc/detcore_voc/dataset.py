@@ -10,8 +10,7 @@ import numpy as np
 import torch
 from torchvision import tv_tensors
 
-from detcore.data.image_io import read_image
-from detcore.data.transforms import build_pipeline
+from detcore import build_pipeline, read_image
 from detcore_voc.annotations import VocFormatError, default_classes, read_split
 
 
