@@ -7,8 +7,10 @@ ways:
 * an entry point in the ``detcore`` group of an installed distribution
   (``[project.entry-points.detcore] foo = "detcore_foo.plugin"``): the entry
   point's name is the plugin's name;
-* ``-p MODULE`` on the command line, or ``plugins = ["MODULE"]`` in a run
-  file, for a module on ``sys.path`` that is not packaged (development);
+* ``-p MODULE`` on the command line (``MODULE.py`` in the current directory
+  or an installed module), or ``plugins = ["MODULE"]`` in a run file
+  (``MODULE.py`` next to the run file, or an installed module), for a module
+  that is not packaged (development); it must implement at least one hook;
 * a ``[[hooks]]`` table in a run file, which builds a *runner hook* object
   (see :func:`detcore_runner_hooks`) and registers it for that run only.
 

@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Iterable
 from importlib import metadata
+from pathlib import Path
 
 import pluggy
 
@@ -131,41 +132,98 @@ class DetcorePluginManager(pluggy.PluginManager):
             self.register_origin(plugin, ep.name, dist_name, version)
 
     def load_module(self, module_name: str, *, search_dirs: Iterable[str] = ()) -> None:
-        """Load a module by import name as a plugin (``-p MODULE``)."""
+        """Load a module by import name as a plugin (``-p MODULE``): a file or
+        package of that name in ``search_dirs`` or the current directory,
+        else an importable (installed) module. ``sys.path`` is not changed."""
         if self.is_blocked(module_name) or self.has_plugin(module_name):
             return
-        for d in [os.getcwd(), *search_dirs]:
-            if d not in sys.path:
-                sys.path.insert(0, d)
-        self._origin.setdefault(module_name, ("local module", ""))
+        where = "-p " + module_name
         try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and module_name.startswith(exc.name):
-                self._fail(
-                    module_name,
-                    f"plugin module '{module_name}' not found: it must be importable from the "
-                    f"current directory or sys.path (for -p or a run file's 'plugins' list).",
-                )
-            else:
-                self._fail(
-                    module_name,
-                    f"plugin module '{module_name}' (local module) failed to import: "
-                    f"ModuleNotFoundError: {exc}",
-                )
+            module = self._import(module_name, [*search_dirs, os.getcwd()], where=where)
+        except PluginError as exc:
+            self._fail(module_name, str(exc))
             return
-        except Exception as exc:
-            self._fail(
-                module_name,
-                f"plugin module '{module_name}' (local module) failed to import: "
-                f"{type(exc).__name__}: {exc}. Fix it, or leave it out of -p / 'plugins'.",
+        self._register_module(module_name, module, where)
+
+    def load_runfile_module(self, module_name: str, folder: str | os.PathLike) -> None:
+        """Load a run file's ``plugins`` entry: ``MODULE.py`` (or a package
+        ``MODULE/``) in ``folder``, the run file's own folder; failing that an
+        installed module (``sys.path``), never one in the current directory.
+        Raises :class:`PluginError` (the caller names the run file and key)."""
+        if self.is_blocked(module_name) or self.has_plugin(module_name):
+            return
+        where = "named in a run file"
+        module = self._import(module_name, [folder], where=where, from_cwd=False)
+        if not self._register_module(module_name, module, where) and module_name in self.problems:
+            raise PluginError(self.problems[module_name][-1])
+
+    def _import(self, module_name: str, folders: list, *, where: str, from_cwd: bool = True):
+        from detcore.plugin_import import ModuleClash, find_in, import_from, origin_of
+
+        self._origin.setdefault(module_name, ("local module", ""))
+        spec = find_in(module_name, folders)
+        try:
+            if spec is not None:
+                try:
+                    return import_from(module_name, spec)
+                except ModuleClash as exc:
+                    raise PluginError(
+                        f"plugin module '{module_name}' ({where}) is {spec.origin}, but {exc}; loading it "
+                        f"would hide that module. Rename the plugin file."
+                    ) from None
+            missing = (
+                f"plugin module '{module_name}' ({where}) not found: there is no {module_name.partition('.')[0]}.py "
+                f"or package {module_name.partition('.')[0]}/ in {', '.join(map(str, folders))}"
             )
-            return
+            top = module_name.partition(".")[0]
+            if top in getattr(sys, "stdlib_module_names", ()) or top in sys.builtin_module_names:
+                # Not imported at all: ``this`` would print, others may do worse.
+                raise PluginError(
+                    f"plugin module '{module_name}' ({where}) is a module of Python's standard library, not a "
+                    f"detcore plugin. Check the module name."
+                )
+            try:
+                module = importlib.import_module(module_name)
+            except ModuleNotFoundError as exc:
+                if exc.name and module_name.startswith(exc.name):
+                    raise PluginError(missing + " and it is not an installed module (sys.path).") from None
+                raise
+            origin = origin_of(module)
+            if not from_cwd and origin is not None and _inside(origin, os.getcwd()) and not any(
+                _inside(origin, f) for f in folders
+            ):
+                # ``python -m detcore`` puts the current directory on sys.path.
+                raise PluginError(
+                    f"{missing}; the one found ({origin}) is in the current directory, where a run file's "
+                    f"plugins are not looked up. Move it next to the run file, or load it with -p {module_name}."
+                )
+            return module
+        except PluginError:
+            raise
+        except Exception as exc:
+            raise PluginError(
+                f"plugin module '{module_name}' ({where}, local module) failed to import: "
+                f"{type(exc).__name__}: {exc}. Fix it, or leave it out of -p / 'plugins'."
+            ) from None
+
+    def _register_module(self, module_name: str, module, where: str) -> bool:
         if self.is_registered(module):
             # Already loaded, e.g. as an installed distribution's entry point.
             self._origin.pop(module_name, None)
-            return
-        self.register_origin(module, module_name, "local module", getattr(module, "__file__", "") or "")
+            return True
+        if self.register_origin(module, module_name, "local module", getattr(module, "__file__", "") or "") is None:
+            return False
+        if not self.get_hookcallers(module):
+            # ``os`` or ``this`` would register fine and do nothing: a wrong name.
+            self.unregister(module)
+            self._fail(
+                module_name,
+                f"plugin module '{module_name}' ({where}, {getattr(module, '__file__', None) or 'built-in'}) "
+                f"defines no detcore hook implementation (a function decorated with @detcore.hookimpl named "
+                f"like a hook, e.g. detcore_backbones); it is not a detcore plugin. Check the module name.",
+            )
+            return False
+        return True
 
     def spec_names(self) -> list[str]:
         """Names of the hooks plugins may implement."""
@@ -191,6 +249,13 @@ class DetcorePluginManager(pluggy.PluginManager):
                     f"plugin '{plugin}' ({self.describe(plugin)}) implements unknown hook "
                     f"'{name}'{did_you_mean(name, specs)}. Hook names are: {', '.join(specs)}.",
                 )
+
+
+def _inside(path, folder) -> bool:
+    try:
+        return Path(path).resolve().is_relative_to(Path(folder).resolve())
+    except OSError:  # pragma: no cover
+        return False
 
 
 def _one_line(exc: BaseException) -> str:

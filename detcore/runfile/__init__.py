@@ -8,7 +8,7 @@ from pathlib import Path
 import attrs
 
 from detcore.catalog import Catalog
-from detcore.errors import RunFileError
+from detcore.errors import PluginError, RunFileError
 from detcore.runfile.loader import RawRunFile, load_raw
 from detcore.runfile.schema import RunConfig
 from detcore.runfile.validate import check_components, resolved_dict, structure
@@ -60,20 +60,19 @@ def load_run(
             file=raw.file_of("plugins"),
             key="plugins",
         )
-    # A module in 'plugins' is looked for next to the file that names it
-    # (a base run file may live elsewhere), then next to the run file.
-    search = []
-    for i in range(len(modules)):
-        origin = Path(raw.file_of(f"plugins[{i}]"))
-        if origin.is_file() and str(origin.parent.resolve()) not in search:
-            search.append(str(origin.parent.resolve()))
-    if str(raw.path.parent.resolve()) not in search:
-        search.append(str(raw.path.parent.resolve()))
     if pm is None:
-        pm = get_plugin_manager(plugin_args, extra_modules=modules, search_dirs=search)
-    else:
-        for m in modules:
-            pm.load_module(m, search_dirs=search)
+        pm = get_plugin_manager(plugin_args)
+    for i, module in enumerate(modules):
+        # Looked for next to the file that names it (a base run file may
+        # live elsewhere; a --set value counts as the run file's own).
+        origin = Path(raw.file_of(f"plugins[{i}]"))
+        folder = origin.parent if origin.is_file() else raw.path.parent
+        try:
+            pm.load_runfile_module(module, folder.resolve())
+        except PluginError as exc:
+            raise RunFileError(str(exc), file=str(origin if origin.is_file() else raw.path), key=f"plugins[{i}]") from None
+    if modules:
+        pm.check_hooks()
     catalog = Catalog.from_plugin_manager(pm)
     cfg = structure(RunConfig, raw.data, raw)
     check_components(cfg, raw, catalog, tuple(data_splits))
