@@ -44,6 +44,9 @@ PUBLIC: dict[str, str] = {
     "CheckpointError": "detcore.errors",
     "PluginError": "detcore.errors",
     "did_you_mean": "detcore.errors",
+    # Models: pretrained weights are left out while a checkpoint is loaded.
+    "skip_pretrained": "detcore.models.pretrained",
+    "pretrained_skipped": "detcore.models.pretrained",
     # What a plugin dataset needs: read images, build the run file's transforms.
     "read_image": "detcore.data.image_io",
     "image_size": "detcore.data.image_io",

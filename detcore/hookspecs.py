@@ -149,6 +149,32 @@ def detcore_detectors() -> dict[str, Any]:
       (float ``[K, 1, H, W]`` in 0..1).
 
     A plugin detector needs nothing from torchvision's internals to follow it.
+
+    Optional attributes: a detector without them works, and gets what is
+    said for "absent".
+
+    ``class_layers``
+        tuple of ``state_dict`` key prefixes of the layers whose shapes
+        depend on ``num_classes`` (``("roi_heads.box_predictor",)``).
+        Present: ``load_from`` (and the detector's own pretrained weights)
+        may skip only these when their shapes differ; any other tensor that
+        does not fit is an error naming the file. Absent: ``load_from``
+        loads every tensor whose name and shape match and logs the others;
+        only a file with no matching tensor at all is an error.
+    ``weights_report``
+        what the factory loaded as pretrained weights, an object whose
+        ``summary()`` returns text saying from which file how many tensors
+        were loaded and which were skipped; the runner logs it when training
+        starts. Absent or
+        ``None``: nothing is logged.
+
+    A factory that loads pretrained weights itself (a detector's, or a
+    backbone's ``weights`` argument) must skip them while
+    ``detcore.pretrained_skipped()`` is true: detcore builds inside
+    ``detcore.skip_pretrained()`` whenever it loads a whole checkpoint right
+    after (``--resume``, ``load_from``, ``detcore test``, ``predict``,
+    ``export``), so the pretrained file need not be present. Ignoring it
+    only costs the time to read that file.
     """
 
 

@@ -101,7 +101,7 @@ def render_public_api() -> str:
         "- `@hookimpl`, `@hookspec`  ",
         "  pluggy's markers for the ``detcore`` project: decorate hook implementations with ``@detcore.hookimpl``.",
     ]
-    for name, module in detcore.PUBLIC.items():
+    for name in detcore.PUBLIC:
         obj = getattr(detcore, name)
         summary = inspect.getdoc(obj).split("\n\n")[0].replace("\n", " ")
         lines += [f"- `{_signature(name, obj)}`  ", f"  {summary}"]

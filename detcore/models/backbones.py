@@ -72,7 +72,7 @@ def resnet(
 
     arch = f"resnet{depth}"
     has_weights = weights is not None
-    if pretrained.skipping():
+    if pretrained.pretrained_skipped():
         weights = None
     out_indices = names.check_out_indices(out_indices, 4)
     model = getattr(tv_resnet, arch)(weights=None, norm_layer=_norm_layer(norm, has_weights))
@@ -120,7 +120,7 @@ def mobilenet(
     import torchvision.models as tvm
 
     has_weights = weights is not None
-    if pretrained.skipping():
+    if pretrained.pretrained_skipped():
         weights = None
     norm_layer = _norm_layer(norm, has_weights)
     kwargs = {"norm_layer": norm_layer} if norm_layer is not None else {}
@@ -193,7 +193,7 @@ class TinyNet(nn.Module):
 
 def tiny(width: int = 32, blocks: int = 1, weights: str | None = None, out_indices=(1, 2, 3),
          frozen_stages: int = -1, norm_eval: bool = False) -> Body:
-    if pretrained.skipping():
+    if pretrained.pretrained_skipped():
         weights = None
     out_indices = names.check_out_indices(out_indices, 4)
     model = TinyNet(width, blocks)

@@ -242,7 +242,7 @@ def _finish(model, detector: str, *, weights, backbone_spec, variant, min_size, 
     model.transform = DetTransform(min_size, max_size, image_mean, image_std, size_divisible, offset)
     model.class_layers = CLASS_LAYERS[detector]
     model.weights_report = None
-    if weights is not None and not pretrained.skipping():
+    if weights is not None and not pretrained.pretrained_skipped():
         arch = names.backbone_arch(backbone_spec.table)
         model.weights_report = pretrained.load_detector_weights(model, detector, weights, arch, variant)
     return model

@@ -23,8 +23,11 @@ _SKIP = contextvars.ContextVar("detcore_skip_pretrained", default=False)
 
 @contextlib.contextmanager
 def skip_pretrained() -> Iterator[None]:
-    """Build models without loading any ``weights`` (backbone or detector):
-    for callers that load a full checkpoint right after building."""
+    """Within this block, factories build models without loading any
+    pretrained ``weights`` (backbone or detector): detcore builds under it
+    whenever a full checkpoint is loaded right after building (``--resume``,
+    ``load_from``, ``detcore test``/``predict``/``export``), so the
+    pretrained file need not be present."""
     token = _SKIP.set(True)
     try:
         yield
@@ -32,7 +35,9 @@ def skip_pretrained() -> Iterator[None]:
         _SKIP.reset(token)
 
 
-def skipping() -> bool:
+def pretrained_skipped() -> bool:
+    """True inside :func:`skip_pretrained`: a factory that loads pretrained
+    weights itself should then leave them out."""
     return _SKIP.get()
 
 
