@@ -46,7 +46,7 @@ def _sync(device) -> None:
 def bench_inference(model, images, device, *, warmup: int, iters: int, batch_size: int) -> dict:
     import torch
 
-    from detcore.cli.inference import image_to_float
+    from detcore.engine.batches import image_to_float
 
     model.eval()
     batches = [images[(i * batch_size) % len(images):][:batch_size] for i in range(warmup + iters)]
@@ -72,8 +72,7 @@ def bench_inference(model, images, device, *, warmup: int, iters: int, batch_siz
 def bench_training(model, loader, device, *, warmup: int, iters: int, lr: float) -> dict:
     import torch
 
-    from detcore.cli.inference import image_to_float
-    from detcore.engine.runner import target_to_device
+    from detcore.engine.batches import batch_to_device
 
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -90,8 +89,7 @@ def bench_training(model, loader, device, *, warmup: int, iters: int, lr: float)
         except StopIteration:
             it = iter(loader)
             continue
-        images = [image_to_float(im, device) for im in images]
-        targets = [target_to_device(t, device) for t in targets]
+        images, targets = batch_to_device(images, targets, device)
         t1 = time.perf_counter()
         losses = model(images, targets)
         loss = sum(losses.values())

@@ -38,7 +38,8 @@ def _sample_images(loaded, size) -> list:
     test/val images (resized to ``size`` when given), else random ones."""
     import torch
 
-    from detcore.cli.inference import build_dataset, image_to_float
+    from detcore.cli.inference import build_dataset
+    from detcore.engine.batches import image_to_float
 
     images = []
     try:

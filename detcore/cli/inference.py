@@ -130,14 +130,6 @@ def load_model(run, checkpoint: str | Path, device, *, checkpoint_dict: dict | N
     return model.to(device).eval(), ckpt
 
 
-def image_to_float(image, device):
-    """A uint8 (or float) image ``[3, H, W]`` as float 0..1 on ``device``
-    (the runner's conversion, so inference sees what evaluation sees)."""
-    from detcore.engine.evaluation import image_to_float as convert
-
-    return convert(image, device)
-
-
 def __getattr__(name: str):
     # image_to_uint8 lived here until it became public API (detcore.image_to_uint8).
     if name == "image_to_uint8":

@@ -107,12 +107,12 @@ def run(args) -> int:
     from detcore.cli.inference import (
         class_names_of,
         eval_pipeline,
-        image_to_float,
         load_model,
         pick_device,
     )
     from detcore.cli.inputs import collect_inputs, unique_stems
     from detcore.data.image_io import read_image
+    from detcore.engine.batches import image_to_float
     from detcore.visualize import draw_detections, save_image
 
     if not 0.0 <= args.score_thr <= 1.0:

@@ -9,18 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from detcore.engine import dist
+from detcore.engine.batches import image_to_float
 
-__all__ = ["evaluate", "predict", "to_original", "image_to_float", "format_metrics"]
-
-
-def image_to_float(image, device):
-    """A uint8 (or float 0..1) image ``[3, H, W]`` as float 0..1 on ``device``
-    (the conversion runs on the device, after the uint8 copy)."""
-    import torch
-
-    image = image.as_subclass(torch.Tensor) if isinstance(image, torch.Tensor) else torch.as_tensor(image)
-    image = image.to(device, non_blocking=True)
-    return image.float().div_(255) if not image.is_floating_point() else image.float()
+__all__ = ["evaluate", "predict", "to_original", "format_metrics"]
 
 
 def _hw(size) -> tuple[int, int]:
