@@ -65,7 +65,26 @@ class CheckpointError(DetcoreError):
     exit_code = 1
 
 
+# Longest text of a user's value that a message echoes: a 10 MB string in a
+# run file must not become a 10 MB error message.
+SHORTEN_LIMIT = 120
+
+
+def shorten(text: object, limit: int = SHORTEN_LIMIT) -> str:
+    """``str(text)`` for a message: cut to about ``limit`` characters, saying
+    how long the whole is (``'aaaa…' (10485760 characters)``). The one place
+    that decides how much of a user's value an error message echoes."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    keep = max(limit - 20, 8)
+    return f"{text[:keep]}… ({len(text)} characters)"
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """Return `` (did you mean 'x'?)`` for the closest choice, or ``""``."""
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    word = str(word)
+    if len(word) > 4 * SHORTEN_LIMIT:
+        return ""  # difflib is quadratic; nothing that long is a typo of a name
+    close = difflib.get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean '{shorten(close[0])}'?)" if close else ""

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 from typing import Any
 
-from detcore.errors import DetcoreError
+from detcore.errors import DetcoreError, shorten
 
 
 class AnnotationError(DetcoreError):
@@ -80,16 +81,37 @@ def load_coco_json(path: str | os.PathLike, *, what: str = "annotation file") ->
 
 def _need(record: Any, fields: tuple[str, ...], where: str, path: str) -> None:
     if not isinstance(record, dict):
-        raise AnnotationError(f"{what_file(path)}: {where} is not an object: {str(record)[:80]}")
+        raise AnnotationError(f"{what_file(path)}: {where} is not an object: {shorten(record)}")
     missing = [f for f in fields if f not in record]
     if missing:
         raise AnnotationError(
-            f"{what_file(path)}: {where} lacks {', '.join(repr(m) for m in missing)}: {str(record)[:120]}"
+            f"{what_file(path)}: {where} lacks {', '.join(repr(m) for m in missing)}: {shorten(record)}"
         )
 
 
 def what_file(path: str) -> str:
     return f"annotation file '{path}'"
+
+
+def is_number(value: Any) -> bool:
+    """A finite JSON number (not a boolean; JSON's NaN and Infinity are not numbers of pixels)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def bad_image_size(img: dict) -> str | None:
+    """Which of an image record's ``width``/``height`` is not a positive
+    number of pixels (``"width 0"``), or ``None``. A zero size divides by zero
+    in aspect ratios and makes every box "outside the image"."""
+    for key in ("width", "height"):
+        value = img.get(key)
+        if not is_number(value) or value <= 0:
+            return f"{key} {shorten(repr(value), 40)}"
+    return None
+
+
+def is_bbox(bbox: Any) -> bool:
+    """``[x, y, w, h]`` of four finite numbers."""
+    return isinstance(bbox, list) and len(bbox) == 4 and all(is_number(v) for v in bbox)
 
 
 def validate_coco(data: Any, path: str) -> None:
@@ -111,6 +133,13 @@ def validate_coco(data: Any, path: str) -> None:
         if img["id"] in image_ids:
             raise AnnotationError(f"{what_file(path)}: images[{i}] repeats image id {img['id']} ('{img['file_name']}')")
         image_ids.add(img["id"])
+        bad = bad_image_size(img)
+        if bad:
+            raise AnnotationError(
+                f"{what_file(path)}: images[{i}] (id {shorten(img['id'], 40)}, '{shorten(img['file_name'], 80)}') has "
+                f"{bad}; 'width' and 'height' must be the image's size in pixels. Run 'detcore coco check "
+                f"{path} IMG_DIR' to list every such record."
+            )
     cat_ids: set = set()
     for i, cat in enumerate(data["categories"]):
         _need(cat, ("id", "name"), f"categories[{i}]", path)
@@ -121,9 +150,9 @@ def validate_coco(data: Any, path: str) -> None:
     for i, ann in enumerate(anns):
         _need(ann, ("id", "image_id", "category_id", "bbox"), f"annotations[{i}]", path)
         aid = ann["id"]
-        label = f"annotations[{i}] (id {aid})"
+        label = f"annotations[{i}] (id {shorten(aid, 40)})"
         if aid in ann_ids:
-            raise AnnotationError(f"{what_file(path)}: {label} repeats annotation id {aid}")
+            raise AnnotationError(f"{what_file(path)}: {label} repeats the id of an earlier annotation")
         ann_ids.add(aid)
         if ann["image_id"] not in image_ids:
             raise AnnotationError(
@@ -135,8 +164,11 @@ def validate_coco(data: Any, path: str) -> None:
                 f"in 'categories' (ids: {sorted(cat_ids)[:20]})"
             )
         bbox = ann["bbox"]
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):
-            raise AnnotationError(f"{what_file(path)}: {label} has a malformed bbox {bbox!r}; expected [x, y, w, h]")
+        if not is_bbox(bbox):
+            raise AnnotationError(
+                f"{what_file(path)}: {label} has a malformed bbox {shorten(repr(bbox))}; expected [x, y, w, h] of "
+                f"finite numbers (NaN and Infinity are not pixel positions). Fix or remove the annotation."
+            )
 
 
 def category_ids_for(data: dict, classes: list[str] | None, path: str) -> tuple[list[int], list[str]]:

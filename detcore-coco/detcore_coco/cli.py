@@ -16,6 +16,13 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be 1 or more, got 0")
+    return value
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="coco_command", metavar="ACTION", required=True)
 
@@ -38,12 +45,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="report every problem of a COCO file and its images (exit 1 if any)",
         description="Check a COCO file against its images: missing or unreadable images, size "
         "mismatches, boxes outside the image, zero-area boxes, unknown categories and images, "
-        "duplicate ids. Exit status 1 if any problem is found.",
+        "duplicate ids, and (warnings) images far larger than the training input size. Exit status 1 "
+        "if any problem is found.",
     )
     chk.add_argument("ann_file", metavar="ANN.json")
     chk.add_argument("img_dir", metavar="IMG_DIR")
     chk.add_argument("--no-decode", action="store_true", help="read image headers only (faster; misses truncated files)")
     chk.add_argument("--examples", type=_non_negative_int, default=5, metavar="N", help="problems shown per kind (default 5)")
+    chk.add_argument(
+        "--input-size",
+        type=_positive_int,
+        default=1333,
+        metavar="PIXELS",
+        help="longer image side the run trains at (default 1333); images over 4x larger are warned about",
+    )
 
     shp = sub.add_parser(
         "make-shapes",
@@ -84,11 +99,14 @@ def _convert(args) -> int:
 def _check(args) -> int:
     from detcore_coco.check import check_coco
 
-    res = check_coco(args.ann_file, args.img_dir, decode=not args.no_decode)
+    res = check_coco(args.ann_file, args.img_dir, decode=not args.no_decode, input_size=args.input_size)
     c = res.counts
     head = f"{args.ann_file}: {c['images']} images, {c['annotations']} annotations, {c['categories']} categories"
     if res.ok:
-        print(f"{head}: OK")
+        warned = sum(len(v) for v in res.warnings.values())
+        print(f"{head}: OK" + (f" ({warned} warning(s))" if warned else ""))
+        if warned:
+            print("\n".join(res.lines(args.examples)))
         return 0
     total = sum(len(v) for v in res.problems.values())
     print(f"{head}: {total} problem(s)")

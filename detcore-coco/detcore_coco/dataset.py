@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torchvision import tv_tensors
 
-from detcore import ImageReadError, build_pipeline, read_image
+from detcore import ImageReadError, build_pipeline, image_size, read_image
 from detcore.errors import ConfigCheckError
 from detcore_coco.annfile import (
     AnnotationError,
@@ -49,7 +49,12 @@ class CocoDataset(torch.utils.data.Dataset):
       (non-crowd) object and ``min_size`` images whose shorter side is smaller;
     * ``with_masks`` adds ``masks`` from polygons or RLE (boxes without a
       segmentation get a filled box);
-    * ``aspect_ratios`` come from the file's width/height, without decoding.
+    * ``aspect_ratios`` come from the file's width/height, without decoding;
+    * an image far larger than its transforms keep (over
+      4 times) is decoded at reduced size if it is a JPEG (boxes and masks
+      scaled with it; ``orig_size`` stays the file's, so evaluation is
+      unchanged) and otherwise warned about once, naming the file (see
+      :func:`detcore.read_image`).
     """
 
     def __init__(
@@ -163,11 +168,15 @@ class CocoDataset(torch.utils.data.Dataset):
     def _load(self, idx: int):
         r = self.records[idx]
         path = os.path.join(self.img_dir, r["file_name"])
+        # Only what the transforms keep: a far larger JPEG decodes at reduced size.
+        min_scale = self.transforms.min_scale(r["height"], r["width"])
         try:
-            image = read_image(path)
+            image = read_image(path, min_scale=min_scale)
+            h, w = image.shape[-2:]
+            if (h, w) != (r["height"], r["width"]) and h < r["height"] and w < r["width"]:
+                h, w = image_size(path)  # reduced, or a smaller file: the header says which
         except ImageReadError as exc:
             raise ImageReadError(f"{exc} (image id {r['id']} of '{self.ann_file}')") from None
-        h, w = image.shape[-2:]
         if (h, w) != (r["height"], r["width"]):
             raise ImageReadError(
                 f"image '{path}' (image id {r['id']} of '{self.ann_file}') is {w}x{h} pixels but "
@@ -192,17 +201,24 @@ class CocoDataset(torch.utils.data.Dataset):
             raise ImageReadError(f"no image of '{self.ann_file}' could be read")
         r = self.records[idx]
         h, w = r["height"], r["width"]
+        boxes = torch.from_numpy(r["boxes"].copy())
+        ih, iw = image.shape[-2:]
+        if (ih, iw) != (h, w):  # decoded at reduced size; orig_size stays the file's
+            boxes *= torch.tensor([iw / w, ih / h, iw / w, ih / h])
         target = {
-            "boxes": tv_tensors.BoundingBoxes(
-                torch.from_numpy(r["boxes"].copy()), format="XYXY", canvas_size=(h, w)
-            ),
+            "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(ih, iw)),
             "labels": torch.from_numpy(r["labels"].copy()),
             "iscrowd": torch.from_numpy(r["iscrowd"].copy()),
             "image_id": r["id"],
             "orig_size": (h, w),
         }
         if self.with_masks:
-            target["masks"] = tv_tensors.Mask(self._masks(r))
+            masks = tv_tensors.Mask(self._masks(r))
+            if (ih, iw) != (h, w):
+                from torchvision.transforms.v2 import functional as F
+
+                masks = F.resize(masks, [ih, iw])  # nearest for masks
+            target["masks"] = masks
         return self.transforms(tv_tensors.Image(image), target)
 
     def _masks(self, r: dict) -> torch.Tensor:

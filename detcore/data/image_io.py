@@ -7,6 +7,7 @@ Errors name the file; the dataset adds the record.
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from typing import TYPE_CHECKING
@@ -15,6 +16,8 @@ from detcore.errors import DetcoreError
 
 if TYPE_CHECKING:
     import torch
+
+logger = logging.getLogger("detcore.data")
 
 # torchvision 0.29 deprecates its decoders in favour of TorchCodec, which is not
 # a dependency; they still work, and the warning would repeat for every image.
@@ -29,18 +32,52 @@ class ImageReadError(DetcoreError):
     """
 
 
-def read_image(path: str | os.PathLike) -> torch.Tensor:
+# An image more than this many times larger (per side) than what the caller
+# keeps of it is "far larger": a JPEG is decoded at reduced size, anything
+# else is decoded whole with one warning naming the file.
+LARGE_IMAGE_FACTOR = 4
+
+# Files already warned about in this process (one warning per file, not per epoch).
+_warned_large: set[str] = set()
+
+
+def read_image(path: str | os.PathLike, *, min_scale: float | None = None) -> torch.Tensor:
     """Decode ``path`` as a uint8 RGB tensor ``[3, H, W]`` (EXIF orientation applied).
 
     torchvision.io decodes JPEG/PNG/WebP/GIF; anything else (BMP, TIFF ...)
     goes through PIL. Raises :class:`ImageReadError` naming the file.
-    """
-    import torch
-    from torchvision.io import ImageReadMode, decode_image, read_file
 
+    ``min_scale`` is the least fraction of the image's size the caller needs
+    (a dataset's ``Pipeline.min_scale``). Below ``1 / LARGE_IMAGE_FACTOR`` a
+    JPEG is decoded at 1/2, 1/4 or 1/8 of its size (JPEG's DCT scaling, PIL's
+    ``draft``), never below ``min_scale``, so a 12000x12000 photo bound for an
+    800-pixel input does not hold 430 MB; other formats are decoded whole,
+    with one warning naming the file. The result's size says what was done:
+    a caller scales its boxes by it.
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ImageReadError(f"image file not found: '{path}'")
+    large = min_scale is not None and min_scale * LARGE_IMAGE_FACTOR < 1
+    if large:
+        reduced = _read_jpeg_reduced(path, min_scale)
+        if reduced is not None:
+            return reduced
+    image = _read_full(path)
+    if large and path not in _warned_large:
+        _warned_large.add(path)
+        h, w = image.shape[-2:]
+        logger.warning(
+            "image '%s' is %dx%d pixels, over %dx what the transforms keep of it; it is decoded at full "
+            "size (%d MB) each time it is read. Shrink the file (and scale its boxes) to save memory and time.",
+            path, w, h, LARGE_IMAGE_FACTOR, image.numel() // 2**20,
+        )
+    return image
+
+
+def _read_full(path: str) -> torch.Tensor:
+    from torchvision.io import ImageReadMode, decode_image, read_file
+
     try:
         data = read_file(path)
     except (OSError, RuntimeError) as exc:
@@ -50,19 +87,50 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
     except (RuntimeError, ValueError):
         pass  # a format torchvision.io does not decode: let PIL try
     try:
-        from PIL import Image, ImageOps
+        from PIL import Image
 
         with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im).convert("RGB")
-            import numpy as np
-
-            arr = np.asarray(im, dtype=np.uint8).copy()
-        return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+            return _pil_to_tensor(im)
     except Exception as exc:  # PIL raises many types for broken files
         raise ImageReadError(
             f"cannot decode image file '{path}' ({type(exc).__name__}: {exc}); the file is "
             f"corrupt or not an image"
         ) from None
+
+
+def _pil_to_tensor(im):
+    import numpy as np
+    import torch
+    from PIL import ImageOps
+
+    im = ImageOps.exif_transpose(im).convert("RGB")
+    arr = np.asarray(im, dtype=np.uint8).copy()
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def _read_jpeg_reduced(path: str, min_scale: float):
+    """A JPEG decoded at a reduced size not below ``min_scale``; ``None`` for
+    other formats or when JPEG's scales (1/2, 1/4, 1/8) cannot go below full size."""
+    import math
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            # PIL's decompression-bomb warning is about full-size decoding,
+            # which is what this avoids.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if im.format != "JPEG":
+                    return None
+                w, h = im.size
+                # draft picks the largest reduction that keeps at least this size.
+                im.draft("RGB", (math.ceil(w * min_scale), math.ceil(h * min_scale)))
+                if im.size == (w, h):
+                    return None
+                return _pil_to_tensor(im)
+    except Exception:  # noqa: BLE001 - full decoding below reports a broken file
+        return None
 
 
 def image_size(path: str | os.PathLike, *, decode: bool = False) -> tuple[int, int]:
@@ -75,7 +143,11 @@ def image_size(path: str | os.PathLike, *, decode: bool = False) -> tuple[int, i
     try:
         from PIL import Image
 
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            if not decode:  # a header read decodes nothing, however large
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
             w, h = im.size
             try:
                 orientation = im.getexif().get(0x0112, 1)

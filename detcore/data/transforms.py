@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Callable, Union
 
 from detcore.catalog import check_with
-from detcore.errors import ConfigCheckError
+from detcore.errors import ConfigCheckError, shorten
 
 if TYPE_CHECKING:
     from detcore.catalog import Spec
@@ -47,9 +47,9 @@ __all__ = [
 
 def _pair(value, name: str) -> list[float]:
     if len(value) != 2:
-        raise ConfigCheckError(f"expected two numbers [low, high], got {value}", key=name)
+        raise ConfigCheckError(f"expected two numbers [low, high], got {shorten(value)}", key=name)
     if value[0] > value[1]:
-        raise ConfigCheckError(f"expected [low, high] with low <= high, got {value}", key=name)
+        raise ConfigCheckError(f"expected [low, high] with low <= high, got {shorten(value)}", key=name)
     return [float(v) for v in value]
 
 
@@ -79,27 +79,49 @@ def _checks(*, pairs: tuple[str, ...] = (), prob: bool = False):
     return check
 
 
+def _positive(values, name: str) -> None:
+    """Output sizes in pixels: torchvision accepts 0 or -3 when the transform
+    is built and fails in a DataLoader worker on the first image."""
+    for v in values if isinstance(values, list) else [values]:
+        if v is not None and v < 1:
+            raise ConfigCheckError(f"{name} must be at least 1 pixel, got {shorten(values)}", key=name)
+
+
 def _check_resize(args: dict, ctx=None) -> None:
     size, max_size = args.get("size"), args.get("max_size")
+    _positive(size, "size")
+    _positive(max_size, "max_size")
     if isinstance(size, list):
         if len(size) != 2:
-            raise ConfigCheckError(f"size must be one integer (shorter side) or [h, w], got {size}", key="size")
+            raise ConfigCheckError(f"size must be one integer (shorter side) or [h, w], got {shorten(size)}", key="size")
         if max_size is not None:
             raise ConfigCheckError("max_size only applies when size is one integer (the shorter side)", key="max_size")
-    elif max_size is not None and size is not None and max_size < size:
-        raise ConfigCheckError(f"max_size ({max_size}) must be >= size ({size})", key="max_size")
+    elif max_size is not None and size is not None and max_size <= size:
+        # torchvision's Resize needs the cap strictly above the shorter side.
+        raise ConfigCheckError(
+            f"max_size ({max_size}) must be greater than size ({size}); leave max_size out to "
+            f"only set the shorter side",
+            key="max_size",
+        )
 
 
 def _check_random_resize(args: dict, ctx=None) -> None:
     if "sizes" in args and not args["sizes"]:
         raise ConfigCheckError("sizes must list at least one shorter-side length", key="sizes")
+    _positive(args.get("sizes"), "sizes")
+    _positive(args.get("max_size"), "max_size")
 
 
 def _check_scale_jitter(args: dict, ctx=None) -> None:
     target_size = args.get("target_size")
     if target_size is not None and len(target_size) != 2:
-        raise ConfigCheckError(f"target_size must be [h, w], got {target_size}", key="target_size")
+        raise ConfigCheckError(f"target_size must be [h, w], got {shorten(target_size)}", key="target_size")
+    _positive(target_size, "target_size")
     _checks(pairs=("scale_range",))(args)
+
+
+def _check_random_crop(args: dict, ctx=None) -> None:
+    _positive(args.get("size"), "size")
 
 
 def _check_sanitize(args: dict, ctx=None) -> None:
@@ -143,7 +165,7 @@ def random_resize(sizes: list[int], max_size: int | None = None, antialias: bool
     image (the longer side capped at ``max_size``)."""
     from torchvision.transforms import v2
 
-    _check_random_resize({"sizes": sizes})
+    _check_random_resize({"sizes": sizes, "max_size": max_size})
     return v2.RandomShortestSize(min_size=list(sizes), max_size=max_size, antialias=antialias)
 
 
@@ -193,12 +215,14 @@ def random_zoom_out(fill: int = 0, side_range: list[float] = [1.0, 4.0], p: floa
     )
 
 
+@check_with(_check_random_crop)
 def random_crop(size: Union[int, list[int]], pad_if_needed: bool = True, fill: int = 0):
     """Crop a random ``size`` (int: square, or ``[h, w]``) window; boxes are
     clipped to it and boxes left outside are dropped at the end of the pipeline."""
     from torchvision import tv_tensors
     from torchvision.transforms import v2
 
+    _check_random_crop({"size": size})
     return v2.RandomCrop(
         size if isinstance(size, int) else list(size),
         pad_if_needed=pad_if_needed,
@@ -299,6 +323,46 @@ class Pipeline:
 
     def __call__(self, image, target):
         return self._compose(image, target)
+
+    def min_scale(self, height: int, width: int) -> float:
+        """The least fraction of a ``height`` x ``width`` image's size that
+        this pipeline's output can depend on: the scale of its first
+        resizing transform (the largest it may pick), found by looking past
+        flips and colour changes. 1.0 when the first geometric transform is
+        not a resize (a crop must see full-size pixels). A dataset may decode
+        the image at any size at or above this scale (see
+        :func:`detcore.data.image_io.read_image`)."""
+        from torchvision.transforms import v2
+
+        neutral = (
+            v2.RandomHorizontalFlip,
+            v2.RandomVerticalFlip,
+            v2.RandomPhotometricDistort,
+            v2.ColorJitter,
+            v2.RandomGrayscale,
+        )
+        short, long = min(height, width), max(height, width)
+        for t in self.transforms:
+            if isinstance(t, neutral):
+                continue
+            if isinstance(t, v2.Resize) and t.size is not None:
+                if len(t.size) == 2:
+                    scale = max(t.size[0] / height, t.size[1] / width)
+                else:
+                    scale = t.size[0] / short
+                    if t.max_size is not None:
+                        scale = min(scale, t.max_size / long)
+            elif isinstance(t, v2.RandomShortestSize):
+                scale = max(s / short for s in t.min_size)
+                if t.max_size is not None:
+                    scale = min(scale, t.max_size / long)
+            elif isinstance(t, v2.ScaleJitter):
+                th, tw = t.target_size
+                scale = min(th / height, tw / width) * t.scale_range[1]
+            else:
+                return 1.0
+            return min(scale, 1.0)
+        return 1.0
 
     def __repr__(self) -> str:
         inner = ", ".join(type(t).__name__ for t in self.transforms)
