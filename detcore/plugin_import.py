@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-__all__ = ["ModuleClash", "find_in", "import_from", "origin_of"]
+__all__ = ["ModuleClash", "find_in", "import_from", "installed_spec", "origin_of"]
 
 
 class ModuleClash(Exception):
@@ -69,7 +69,7 @@ def import_from(name: str, spec: importlib.machinery.ModuleSpec) -> ModuleType:
         if origin_of(loaded) != here:
             raise ModuleClash(f"a module '{top}' is already imported from {_where(loaded)}")
     else:
-        other = _installed_spec(top)
+        other = installed_spec(top)
         if other is not None and origin_of(other) != here:
             raise ModuleClash(f"a module '{top}' is installed ({_where(other)})")
         module = importlib.util.module_from_spec(spec)
@@ -82,9 +82,9 @@ def import_from(name: str, spec: importlib.machinery.ModuleSpec) -> ModuleType:
     return importlib.import_module(name)
 
 
-def _installed_spec(top: str):
-    """What ``import top`` would find without the current directory, which
-    ``python -m`` puts first on ``sys.path``."""
+def installed_spec(top: str):
+    """The spec ``import top`` would find without the current directory
+    (which ``python -m`` puts first on ``sys.path``), or ``None``."""
     cwd = os.getcwd()
     path = [p for p in sys.path if p not in ("", ".") and _resolved(p) != _resolved(cwd)]
     if top in sys.builtin_module_names:

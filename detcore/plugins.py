@@ -7,7 +7,6 @@ import os
 import sys
 from collections.abc import Iterable
 from importlib import metadata
-from pathlib import Path
 
 import pluggy
 
@@ -158,7 +157,7 @@ class DetcorePluginManager(pluggy.PluginManager):
             raise PluginError(self.problems[module_name][-1])
 
     def _import(self, module_name: str, folders: list, *, where: str, from_cwd: bool = True):
-        from detcore.plugin_import import ModuleClash, find_in, import_from, origin_of
+        from detcore.plugin_import import ModuleClash, find_in, import_from, installed_spec
 
         self._origin.setdefault(module_name, ("local module", ""))
         spec = find_in(module_name, folders)
@@ -182,22 +181,17 @@ class DetcorePluginManager(pluggy.PluginManager):
                     f"plugin module '{module_name}' ({where}) is a module of Python's standard library, not a "
                     f"detcore plugin. Check the module name."
                 )
-            try:
-                module = importlib.import_module(module_name)
-            except ModuleNotFoundError as exc:
-                if exc.name and module_name.startswith(exc.name):
-                    raise PluginError(missing + " and it is not an installed module (sys.path).") from None
-                raise
-            origin = origin_of(module)
-            if not from_cwd and origin is not None and _inside(origin, os.getcwd()) and not any(
-                _inside(origin, f) for f in folders
-            ):
-                # ``python -m detcore`` puts the current directory on sys.path.
-                raise PluginError(
-                    f"{missing}; the one found ({origin}) is in the current directory, where a run file's "
-                    f"plugins are not looked up. Move it next to the run file, or load it with -p {module_name}."
-                )
-            return module
+            if top not in sys.modules and installed_spec(top) is None:
+                in_cwd = find_in(module_name, [os.getcwd()])
+                if in_cwd is not None and not from_cwd:
+                    # ``python -m detcore`` puts the current directory on sys.path.
+                    raise PluginError(
+                        f"{missing}; the one found ({in_cwd.origin}) is in the current directory, where a run "
+                        f"file's plugins are not looked up. Move it next to the run file, or load it with "
+                        f"-p {module_name}."
+                    )
+                raise PluginError(missing + " and it is not an installed module (sys.path).")
+            return importlib.import_module(module_name)
         except PluginError:
             raise
         except Exception as exc:
@@ -249,13 +243,6 @@ class DetcorePluginManager(pluggy.PluginManager):
                     f"plugin '{plugin}' ({self.describe(plugin)}) implements unknown hook "
                     f"'{name}'{did_you_mean(name, specs)}. Hook names are: {', '.join(specs)}.",
                 )
-
-
-def _inside(path, folder) -> bool:
-    try:
-        return Path(path).resolve().is_relative_to(Path(folder).resolve())
-    except OSError:  # pragma: no cover
-        return False
 
 
 def _one_line(exc: BaseException) -> str:

@@ -13,6 +13,7 @@ and dicts only (nothing pickled by class), so it loads with
 ``rng``           python, numpy, torch and CUDA generator states
 ``sampler``       epoch and the next batch of the epoch (resume by index)
 ``hooks``         runner hooks' own state (``detcore_save_checkpoint``)
+``integrity``     SHA-256 of all the above (:mod:`detcore.engine.integrity`)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import detcore
+from detcore.engine.integrity import seal, verify
 from detcore.errors import CheckpointError
 
 __all__ = [
@@ -98,6 +100,7 @@ def read_checkpoint(path: str | Path) -> dict:
         ) from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"checkpoint '{path}' holds a {type(ckpt).__name__}, not a dict")
+    verify(ckpt, path)
     return ckpt
 
 
@@ -272,7 +275,7 @@ class CheckpointFiles:
             return {}
 
     def save(self, ckpt: dict, name: str) -> Path:
-        path = atomic_save(ckpt, self.work_dir / name)
+        path = atomic_save(seal(ckpt), self.work_dir / name)
         pointer = self.pointer()
         history = [h for h in pointer.get("history", []) if h != name and (self.work_dir / h).exists()]
         history.append(name)
@@ -294,7 +297,7 @@ class CheckpointFiles:
 
     def save_best(self, ckpt: dict, metric: str, tag: str, previous: str | None) -> str:
         name = best_name(metric, tag)
-        atomic_save(ckpt, self.work_dir / name)
+        atomic_save(seal(ckpt), self.work_dir / name)
         if previous and previous != name:
             (self.work_dir / previous).unlink(missing_ok=True)
         pointer = self.pointer()
