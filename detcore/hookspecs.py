@@ -209,13 +209,53 @@ def detcore_transforms() -> dict[str, Any]:
 def detcore_metrics() -> dict[str, Any]:
     """Return the evaluation metrics this plugin provides, ``{name: factory}``.
 
-    A metric object has ``evaluate(predictions, dataset) -> dict[str, float]``.
-    ``predictions`` holds one dict per image of the whole dataset (gathered
-    from every rank, each image once) with ``image_id``, and ``boxes``
-    (xyxy in original image pixels), ``scores``, ``labels`` (0-based) and
-    optionally ``masks`` as CPU tensors. ``dataset`` is the dataset that was
-    evaluated. The returned keys are logged and can be named by
-    ``checkpoint.save_best``.
+    Each ``[[metrics]]`` table builds one metric object. This is its whole
+    contract (validation during training and ``detcore test`` use it the
+    same way):
+
+    ``evaluate(predictions, dataset) -> dict[str, float]`` (required)
+        Called once per evaluation, in the main process only, after every
+        process's predictions are gathered. ``predictions`` is a list with
+        exactly one dict per item of ``dataset``, in dataset order
+        (``predictions[i]`` belongs to ``dataset[i]``) whatever the number
+        of processes. Each dict holds CPU tensors:
+
+        * ``image_id``: an ``int``, the ``target["image_id"]`` of that item:
+          the key to look the image up in the metric's own ground truth
+          (an annotation file's image id, e.g. ``dataset.coco.imgs[id]``);
+        * ``boxes``: float32 ``[K, 4]``, xyxy in *original image pixels*
+          (the detector's boxes rescaled from the transformed image to
+          ``target["orig_size"]``);
+        * ``scores``: float32 ``[K]``; ``labels``: int64 ``[K]``, 0-based
+          indices into ``dataset.class_names``;
+        * ``masks`` (detectors that predict them): uint8 ``[K, 1, H, W]``,
+          0/1, at the original image size.
+
+        ``dataset`` is the dataset that was evaluated (the run file's
+        ``[data.val]``, or the split ``detcore test`` evaluates). Take the
+        ground truth in original pixels from the dataset's own records when
+        it has them (``dataset.coco``), or from ``dataset[i]``: its
+        ``target["boxes"]`` are in the transformed image's pixels
+        (``target["boxes"].canvas_size``); scale them by
+        ``target["orig_size"]`` over ``canvas_size`` (evaluation transforms
+        should only resize). Return ``{name: float}``. The results of all
+        ``[[metrics]]`` are merged into one dict that is logged, written to
+        ``scalars.jsonl``, passed to :func:`detcore_after_val_epoch` and
+        nameable by ``checkpoint.save_best``: prefix the names with
+        something of the metric's own (``bbox_mAP``, ``voc_mAP``).
+    ``summary(results) -> str`` (optional)
+        The table ``detcore test`` prints for this metric, given the dict
+        this metric's ``evaluate`` returned (the ``coco`` metric prints
+        pycocotools' 12-line summary, ``voc`` its per-class AP table).
+        Absent: a two-column table of names and values.
+    ``dump(predictions, dataset, path) -> list[str]`` (optional)
+        Write ``predictions`` (as above) in the metric's results format to
+        ``path`` (``detcore test --out PATH``; the ``coco`` metric writes
+        COCO results JSON) and return one line per file written, naming it.
+        The first ``[[metrics]]`` entry that has ``dump`` writes ``--out``;
+        when none has, ``--out`` is detcore's JSON: one record per image
+        with ``image_id``, ``boxes`` (xyxy, original pixels), ``scores`` and
+        ``labels``.
     """
 
 

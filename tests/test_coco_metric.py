@@ -180,3 +180,53 @@ def test_metric_table_is_checked():
         catalog.validate("metric", {"type": "coco", "backend": "fast"}, "metrics[0]")
     with pytest.raises(RunFileError, match="repeats an entry"):
         catalog.validate("metric", {"type": "coco", "iou_types": ["bbox", "bbox"]}, "metrics[0]")
+
+
+def test_summary_is_pycocotools_own_table(shapes):
+    """``summary`` (what ``detcore test`` prints) reproduces the lines
+    ``COCOeval.summarize()`` prints, number for number."""
+    ds = CocoDataset(*shapes)
+    preds = noisy_predictions(ds)
+    metric = CocoMetric(iou_types=["bbox", "segm"], classwise=True, backend="pycocotools")
+    results = metric.evaluate(preds, ds)
+    text = metric.summary(results)
+    for iou_type in ("bbox", "segm"):
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(io.StringIO()):
+            gt = COCO(shapes[0])
+            ev = COCOeval(gt, gt.loadRes(to_records(preds, ds.cat_ids, iou_type)), iou_type)
+            ev.params.catIds = ds.cat_ids
+            ev.evaluate()
+            ev.accumulate()
+        with contextlib.redirect_stdout(printed):
+            ev.summarize()
+        block = text.split(f"{iou_type}:\n", 1)[1].splitlines()[:12]
+        assert block == printed.getvalue().splitlines()
+    assert "bbox_AP_triangle" in text  # classwise APs follow the tables
+
+
+def to_records(preds, cat_ids, iou_type):
+    from detcore_coco.metric import to_coco_results
+
+    return to_coco_results(preds, cat_ids, iou_type)
+
+
+def test_dump_writes_coco_results_that_evaluate_to_the_same_numbers(shapes, tmp_path):
+    ds = CocoDataset(*shapes)
+    preds = noisy_predictions(ds, seed=4)
+    metric = CocoMetric(iou_types=["bbox", "segm"], backend="pycocotools")
+    results = metric.evaluate(preds, ds)
+    written = metric.dump(preds, ds, tmp_path / "out" / "preds.json")
+    assert [w.split(" ")[0] for w in written] == [str(tmp_path / "out" / "preds.json"),
+                                                  str(tmp_path / "out" / "preds.segm.json")]
+    for iou_type, name in (("bbox", "preds.json"), ("segm", "preds.segm.json")):
+        with contextlib.redirect_stdout(io.StringIO()):
+            gt = COCO(shapes[0])
+            ev = COCOeval(gt, gt.loadRes(str(tmp_path / "out" / name)), iou_type)
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+        assert [float(v) for v in ev.stats] == pytest.approx([results[k] for k in stat_keys(iou_type)], abs=1e-12)
+    # Without masks, only the box file is written.
+    boxes_only = [{k: v for k, v in p.items() if k != "masks"} for p in preds]
+    assert len(metric.dump(boxes_only, ds, tmp_path / "b.json")) == 1

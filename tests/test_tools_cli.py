@@ -162,6 +162,21 @@ def test_test_prints_table_dumps_coco_results_and_draws(trained):
         assert image_info(f) == ("JPEG", (img["width"], img["height"]))
 
 
+def test_test_without_metric_summary_or_dump_prints_a_table_and_writes_detcore_json(trained):
+    """A metric without ``summary``/``dump`` (the example plugin's
+    box_recall): a name/value table, and ``--out`` in detcore's own JSON."""
+    pytest.importorskip("detcore_example")
+    run = RUN_FILE.replace('[[metrics]]\ntype = "coco"', '[[metrics]]\ntype = "box_recall"')
+    (trained / "recall.toml").write_text(run)
+    r = detcore("test", "recall.toml", "--checkpoint", "work/iter_80.pth", "--out", "generic.json", cwd=trained)
+    assert "Average Precision" not in r.stdout
+    recall = metrics_line(r.stdout)["recall"]
+    assert re.search(rf"^  recall  {recall:.4f}$", r.stdout, flags=re.M)
+    records = json.loads((trained / "generic.json").read_text())
+    assert len(records) == 16 and set(records[0]) == {"image_id", "boxes", "scores", "labels"}
+    assert "wrote generic.json (16 images, detcore predictions JSON)" in r.stdout
+
+
 def test_test_under_two_processes_matches_one(trained):
     """Each rank predicts its half; rank 0 gathers, scores and writes --out."""
     r1 = detcore("test", "run.toml", "--checkpoint", "work/iter_80.pth", "--out", "p1.json", cwd=trained)

@@ -22,6 +22,30 @@ STAT_NAMES = (
 )
 
 
+# How COCOeval.summarize() describes each of them: (what, IoU, area, maxDets).
+_SUMMARY_LINES = (
+    ("Average Precision", "0.50:0.95", "all", 100),
+    ("Average Precision", "0.50", "all", 100),
+    ("Average Precision", "0.75", "all", 100),
+    ("Average Precision", "0.50:0.95", "small", 100),
+    ("Average Precision", "0.50:0.95", "medium", 100),
+    ("Average Precision", "0.50:0.95", "large", 100),
+    ("Average Recall", "0.50:0.95", "all", 1),
+    ("Average Recall", "0.50:0.95", "all", 10),
+    ("Average Recall", "0.50:0.95", "all", 100),
+    ("Average Recall", "0.50:0.95", "small", 100),
+    ("Average Recall", "0.50:0.95", "medium", 100),
+    ("Average Recall", "0.50:0.95", "large", 100),
+)
+
+
+def _write_json(path: str, records: list[dict]) -> str:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(records, f)
+    return f"{path} ({len(records)} records, COCO results format)"
+
+
 def stat_keys(iou_type: str) -> list[str]:
     return [f"{iou_type}_{n}" for n in STAT_NAMES]
 
@@ -158,11 +182,7 @@ class CocoMetric:
         for iou_type in self.iou_types:
             results = to_coco_results(predictions, cat_ids, iou_type, coco.imgs)
             if self.outfile_prefix:
-                path = f"{self.outfile_prefix}.{iou_type}.json"
-                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-                with open(path, "w") as f:
-                    json.dump(results, f)
-                logger.info("coco metric: wrote %d %s results to %s", len(results), iou_type, path)
+                logger.info("coco metric: wrote %s", _write_json(f"{self.outfile_prefix}.{iou_type}.json", results))
             if not results:
                 logger.warning("coco metric: no %s predictions at all; every %s number is 0", iou_type, iou_type)
                 metrics.update({k: 0.0 for k in stat_keys(iou_type)})
@@ -182,6 +202,42 @@ class CocoMetric:
             if self.classwise:
                 metrics.update(self._per_class(ev, iou_type, class_names))
         return metrics
+
+    def summary(self, results: dict[str, float]) -> str:
+        """pycocotools' 12-line summary for each IoU type, as
+        ``COCOeval.summarize()`` prints it, then the per-class APs."""
+        blocks, shown = [], set()
+        for iou_type in self.iou_types:
+            keys = stat_keys(iou_type)
+            if not all(k in results for k in keys):
+                continue
+            lines = [f"{iou_type}:"]
+            for key, (what, iou, area, dets) in zip(keys, _SUMMARY_LINES):
+                short = "(AP)" if what.endswith("Precision") else "(AR)"
+                lines.append(
+                    f" {what:<18} {short} @[ IoU={iou:<9} | area={area:>6} | maxDets={dets:>3} ] = {results[key]:.3f}"
+                )
+            blocks.append("\n".join(lines))
+            shown.update(keys)
+        rest = {k: v for k, v in results.items() if k not in shown}
+        if rest:
+            width = max(len(k) for k in rest)
+            blocks.append("\n".join(f"  {k:<{width}}  {v:.4f}" for k, v in rest.items()))
+        return "\n".join(blocks)
+
+    def dump(self, predictions: list[dict], dataset, path: str | os.PathLike) -> list[str]:
+        """Write ``predictions`` in COCO results format (what ``COCO.loadRes``
+        reads: ``bbox`` as ``[x, y, w, h]`` in original pixels,
+        ``category_id`` from ``dataset.cat_ids``) to ``path``; masks, when
+        predicted, go to ``<path stem>.segm.json`` as RLE."""
+        coco = _find(dataset, "coco")
+        cat_ids = list(_find(dataset, "cat_ids"))
+        path = os.fspath(path)
+        written = [_write_json(path, to_coco_results(predictions, cat_ids, "bbox", coco.imgs))]
+        if any("masks" in p for p in predictions):
+            stem = path[: -len(".json")] if path.endswith(".json") else path
+            written.append(_write_json(stem + ".segm.json", to_coco_results(predictions, cat_ids, "segm", coco.imgs)))
+        return written
 
     @staticmethod
     def _per_class(ev, iou_type: str, class_names: list[str]) -> dict[str, float]:

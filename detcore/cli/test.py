@@ -19,7 +19,6 @@ from pathlib import Path
 from detcore.cli.config import add_runfile_args, load_from_args
 from detcore.cli.inference import (
     add_device_arg,
-    cat_ids_of,
     class_names_of,
     split_table,
 )
@@ -30,7 +29,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_runfile_args(parser)
     parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="checkpoint to evaluate")
     parser.add_argument("--split", choices=["test", "val"], help="dataset split (default: test if the run file has one, else val)")
-    parser.add_argument("--out", metavar="FILE", help="write the predictions as COCO results JSON (masks: FILE with .segm.json too)")
+    parser.add_argument("--out", metavar="FILE", help="write the predictions in the results format of the first metric that defines one (coco: COCO results JSON, masks in FILE.segm.json), else as detcore's JSON")
     parser.add_argument("--show-dir", metavar="DIR", help="write each image with its predictions drawn")
     parser.add_argument("--show-score-thr", type=float, default=0.3, help="score threshold for --show-dir (default 0.3)")
     add_device_arg(parser)
@@ -49,37 +48,6 @@ class PredictionCollector:
     def evaluate(self, predictions, dataset) -> dict:
         self.predictions = predictions
         return {}
-
-
-def coco_results(predictions: list[dict], cat_ids: list[int] | None) -> tuple[list[dict], list[dict]]:
-    """``(bbox records, segm records)`` in COCO results format (what
-    ``COCO.loadRes`` reads). ``category_id`` is ``cat_ids[label]``, or the
-    0-based label when the dataset has no category ids."""
-    bbox, segm = [], []
-    for pred in predictions:
-        image_id = int(pred["image_id"])
-        boxes = pred["boxes"].double().tolist()
-        scores = pred["scores"].double().tolist()
-        labels = pred["labels"].tolist()
-        cats = [int(cat_ids[lab]) if cat_ids is not None else int(lab) for lab in labels]
-        for (x1, y1, x2, y2), s, c in zip(boxes, scores, cats):
-            bbox.append({"image_id": image_id, "category_id": c, "bbox": [x1, y1, x2 - x1, y2 - y1], "score": s})
-        if "masks" in pred and len(labels):
-            import numpy as np
-            from pycocotools import mask as mask_util
-
-            masks = pred["masks"]
-            masks = (masks[:, 0] if masks.ndim == 4 else masks).numpy().astype(np.uint8)
-            rles = mask_util.encode(np.asfortranarray(masks.transpose(1, 2, 0)))
-            for rle, s, c in zip(rles, scores, cats):
-                rle["counts"] = rle["counts"].decode("ascii")
-                segm.append({"image_id": image_id, "category_id": c, "segmentation": rle, "score": s})
-    return bbox, segm
-
-
-def segm_path(out: Path) -> Path:
-    name = out.name[: -len(".json")] if out.name.endswith(".json") else out.name
-    return out.with_name(name + ".segm.json")
 
 
 class ShowWriter:
@@ -110,48 +78,54 @@ class ShowWriter:
             self.written += 1
 
 
-# pycocotools' summary lines, in the order of the 12 numbers (STAT_NAMES of detcore-coco).
-_COCO_LINES = (
-    ("mAP", "Average Precision", "0.50:0.95", "all", 100),
-    ("mAP_50", "Average Precision", "0.50", "all", 100),
-    ("mAP_75", "Average Precision", "0.75", "all", 100),
-    ("mAP_s", "Average Precision", "0.50:0.95", "small", 100),
-    ("mAP_m", "Average Precision", "0.50:0.95", "medium", 100),
-    ("mAP_l", "Average Precision", "0.50:0.95", "large", 100),
-    ("AR@1", "Average Recall", "0.50:0.95", "all", 1),
-    ("AR@10", "Average Recall", "0.50:0.95", "all", 10),
-    ("AR@100", "Average Recall", "0.50:0.95", "all", 100),
-    ("AR_s@100", "Average Recall", "0.50:0.95", "small", 100),
-    ("AR_m@100", "Average Recall", "0.50:0.95", "medium", 100),
-    ("AR_l@100", "Average Recall", "0.50:0.95", "large", 100),
-)
+class RecordedMetric:
+    """A configured metric with the results of its last ``evaluate``, so that
+    its own ``summary`` gets exactly the numbers it computed."""
+
+    def __init__(self, metric) -> None:
+        self.metric = metric
+        self.results: dict[str, float] = {}
+
+    def evaluate(self, predictions, dataset) -> dict:
+        self.results = dict(self.metric.evaluate(predictions, dataset))
+        return self.results
 
 
-def format_results(results: dict[str, float]) -> str:
-    """The COCO summary table (as pycocotools prints it) for each IoU type
-    whose 12 numbers are in ``results``, then every other metric."""
+def format_results(recorded: list[RecordedMetric], results: dict[str, float]) -> str:
+    """Each metric's ``summary(results)`` (a name/value table for a metric
+    without one), then one line with every number for scripts."""
     from detcore.engine.evaluation import format_metrics
 
-    blocks, shown = [], set()
-    prefixes = dict.fromkeys(k[: -len("_mAP")] for k in results if k.endswith("_mAP"))
-    for prefix in prefixes:
-        keys = [f"{prefix}_{name}" for name, *_ in _COCO_LINES]
-        if not all(k in results for k in keys):
-            continue
-        lines = [f"{prefix}:"]
-        for key, (_, what, iou, area, dets) in zip(keys, _COCO_LINES):
-            short = "(AP)" if what.endswith("Precision") else "(AR)"
-            lines.append(
-                f" {what:<18} {short} @[ IoU={iou:<9} | area={area:>6} | maxDets={dets:>3} ] = {results[key]:.3f}"
-            )
-        blocks.append("\n".join(lines))
-        shown.update(keys)
-    rest = {k: v for k, v in results.items() if k not in shown}
-    if rest or not blocks:
-        blocks.append(format_metrics(rest))
+    blocks = []
+    for rec in recorded:
+        summary = getattr(rec.metric, "summary", None)
+        blocks.append(summary(rec.results) if callable(summary) else format_metrics(rec.results))
     # One line with every number at full precision, easy to grep from logs.
     blocks.append("metrics: " + " ".join(f"{k}={v:.4f}" for k, v in results.items()))
     return "\n".join(blocks)
+
+
+def write_predictions(metrics: list, predictions: list[dict], dataset, out: Path) -> list[str]:
+    """``--out``: the first metric with a ``dump`` method writes the
+    predictions in its own results format; without one, detcore's JSON
+    (one record per image: ``image_id``, ``boxes`` xyxy in original
+    pixels, ``scores``, ``labels``). Returns one line per file written."""
+    for metric in metrics:
+        dump = getattr(metric, "dump", None)
+        if callable(dump):
+            return list(dump(predictions, dataset, out))
+    records = [
+        {
+            "image_id": int(p["image_id"]),
+            "boxes": p["boxes"].double().tolist(),
+            "scores": p["scores"].double().tolist(),
+            "labels": p["labels"].tolist(),
+        }
+        for p in predictions
+    ]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(records))
+    return [f"{out} ({len(records)} images, detcore predictions JSON)"]
 
 
 def _console_logging(is_main: bool):
@@ -197,14 +171,15 @@ def run(args) -> int:
         # would score labels against the wrong classes: refuse before predicting.
         check_checkpoint_classes(ckpt, dataset, split=split, name=str(args.checkpoint))
         model, _ = load_model(loaded, args.checkpoint, device, checkpoint_dict=ckpt)
-        metrics = build_metrics(loaded)
+        metrics = [RecordedMetric(m) for m in build_metrics(loaded)]
         collector = PredictionCollector() if args.out else None
         class_names = list(getattr(dataset, "class_names", []) or class_names_of(ckpt) or [])
         show = ShowWriter(Path(args.show_dir), class_names, args.show_score_thr) if args.show_dir else None
         if not metrics and collector is None and show is None:
             raise DetcoreError(
                 f"{loaded.path} has no [[metrics]] table and neither --out nor --show-dir was given: "
-                f"nothing to compute. Add e.g. [[metrics]] type = \"coco\"."
+                f"nothing to compute. Add a [[metrics]] table; installed metrics: "
+                f"{', '.join(loaded.catalog.names('metric')) or 'none'}."
             )
         if info.is_main:
             print(
@@ -228,19 +203,13 @@ def run(args) -> int:
         if info.is_main:
             print(f"evaluated in {elapsed:.1f} s")
             if metrics:
-                print(format_results(results), flush=True)
+                print(format_results(metrics, results), flush=True)
             if collector is not None:
-                out = Path(args.out)
-                cat_ids = getattr(dataset, "cat_ids", None)
-                if cat_ids is None:
-                    cat_ids = cat_ids_of(ckpt)
-                bbox, segm = coco_results(collector.predictions or [], None if cat_ids is None else list(cat_ids))
-                out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_text(json.dumps(bbox))
-                print(f"wrote {len(bbox)} box predictions to {out} (COCO results format)")
-                if segm:
-                    segm_path(out).write_text(json.dumps(segm))
-                    print(f"wrote {len(segm)} mask predictions to {segm_path(out)}")
+                written = write_predictions(
+                    [m.metric for m in metrics], collector.predictions or [], dataset, Path(args.out)
+                )
+                for line in written:
+                    print(f"wrote {line}")
         if show is not None:
             total = sum(dist.all_gather_object(show.written)) if info.distributed else show.written
             if info.is_main:

@@ -143,6 +143,18 @@ class VocMetric:
                 out[f"voc_AP/{class_names[c]}"] = ap
         return out
 
+    def summary(self, results: dict[str, float]) -> str:
+        """The per-class AP table (area under the interpolated PR curve)
+        with the mean in both interpolations, as ``detcore test`` prints it."""
+        prefix = "voc_AP/"
+        per_class = {k[len(prefix):]: v for k, v in results.items() if k.startswith(prefix)}
+        width = max([len("mAP 11pt"), *map(len, per_class)])
+        lines = [f"VOC AP @ IoU={self.iou_thr:.2f}", f"  {'class':<{width}}  AP"]
+        lines += [f"  {name:<{width}}  {ap:.3f}" for name, ap in per_class.items()]
+        lines.append(f"  {'mAP':<{width}}  {results.get('voc_mAP', 0.0):.3f}")
+        lines.append(f"  {'mAP 11pt':<{width}}  {results.get('voc_mAP_11pt', 0.0):.3f}")
+        return "\n".join(lines)
+
 
 def ground_truth_of(dataset) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """image_id -> (boxes in original pixels, labels, difficult) of a dataset.

@@ -140,6 +140,15 @@ def test_voc_metric_on_a_voc_folder(tmp_path):
     assert "voc_AP/c" not in out
     assert out["voc_mAP"] == pytest.approx(AP_AREA / 2)
     assert out["voc_mAP_11pt"] == pytest.approx(AP_11 / 2)
+    # `detcore test` prints the metric's own per-class table.
+    assert VocMetric().summary(out).splitlines() == [
+        "VOC AP @ IoU=0.50",
+        "  class     AP",
+        f"  a         {AP_AREA:.3f}",
+        "  b         0.000",
+        f"  mAP       {AP_AREA / 2:.3f}",
+        f"  mAP 11pt  {AP_11 / 2:.3f}",
+    ]
 
 
 def test_voc_metric_reads_any_dataset_through_its_items():
