@@ -43,8 +43,10 @@ PUBLIC: dict[str, str] = {
     "ConfigCheckError": "detcore.errors",
     "CheckpointError": "detcore.errors",
     "PluginError": "detcore.errors",
+    "UsageError": "detcore.errors",
     "did_you_mean": "detcore.errors",
-    # Models: pretrained weights are left out while a checkpoint is loaded.
+    # Models: a backbone's channels known before it is built; pretrained weights are left out while a checkpoint is loaded.
+    "declare_out_channels": "detcore.models",
     "skip_pretrained": "detcore.models.pretrained",
     "pretrained_skipped": "detcore.models.pretrained",
     # What a plugin dataset needs: read images, build the run file's transforms.

@@ -125,8 +125,12 @@ def detcore_heads() -> dict[str, Any]:
     existing detector (``head = { type = "my_head" }``). The detector calls
     the factory with the arguments it owns (``in_channels``,
     ``num_classes``, ``num_anchors`` ... as documented for that detector) and
-    the run-file arguments; the returned module must follow the interface of
-    the head it replaces (the torchvision head of that slot).
+    the run-file arguments. The returned module need not be torchvision's:
+    what each slot of the built-in detectors passes, and what its module
+    must return (output keys, tensor layouts, anchor order, the box coder
+    that decodes it, ``compute_loss(targets, head_outputs, anchors,
+    matched_idxs)`` and its loss names), is specified in docs/models.md,
+    section "Head slots".
     """
 
 
