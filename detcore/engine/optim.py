@@ -23,12 +23,16 @@ def param_groups(model: nn.Module, cfg) -> list[dict[str, Any]]:
     """Parameter groups for ``cfg`` (an :class:`OptimizerConfig`): weight
     decay 0 for normalisation parameters unless ``norm_decay`` and for
     biases unless ``bias_decay``; learning rate ``lr * backbone_lr_mult`` for
-    parameters whose name starts with ``backbone.``. Each group records its
-    ``lr_mult`` (the LR schedule scales ``lr_mult * lr``) and a ``name``."""
+    the parameters of ``model.backbone`` (a detector whose backbone sits
+    deeper, such as a wrapped transformers model, exposes it as a
+    ``backbone`` property). Each group records its ``lr_mult`` (the LR
+    schedule scales ``lr_mult * lr``) and a ``name``."""
     norm_params = set()
     for module in model.modules():
         if isinstance(module, NORM_TYPES):
             norm_params.update(id(p) for p in module.parameters(recurse=False))
+    backbone = getattr(model, "backbone", None)
+    backbone_params = {id(p) for p in backbone.parameters()} if isinstance(backbone, nn.Module) else set()
     groups: dict[tuple[str, float, float], dict] = {}
     seen = set()
     for name, p in model.named_parameters():
@@ -47,8 +51,9 @@ def param_groups(model: nn.Module, cfg) -> list[dict[str, Any]]:
             kind = "bias"
             if not cfg.bias_decay:
                 decay = 0.0
-        mult = cfg.backbone_lr_mult if name.startswith("backbone.") else 1.0
-        part = "backbone" if name.startswith("backbone.") else "rest"
+        in_backbone = id(p) in backbone_params or name.startswith("backbone.")
+        mult = cfg.backbone_lr_mult if in_backbone else 1.0
+        part = "backbone" if in_backbone else "rest"
         key = (f"{part}.{kind}", decay, mult)
         g = groups.setdefault(
             key, {"params": [], "param_names": [], "weight_decay": decay, "lr_mult": mult, "name": key[0]}
