@@ -102,6 +102,11 @@ def detcore_backbones() -> dict[str, Any]:
     batch ``[N, 3, H, W]`` and returns an ``OrderedDict`` of feature maps, and
     which has an ``out_channels`` attribute: a list with the channel count of
     each returned map, in order (necks read it).
+
+    ``@detcore.declare_out_channels(fn)`` on the factory declares those
+    channels from the run-file arguments alone (``fn(args) -> list[int]``,
+    no weights loaded), so ``detcore config check`` can reject a neck whose
+    ``in_channels`` do not fit before anything is built.
     """
 
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detcore import ConfigCheckError, DetcoreError
+from detcore import ConfigCheckError, DetcoreError, pretrained_skipped
 from detcore.errors import did_you_mean
 from detcore_transformers.families import FAMILIES, Family
 from detcore_transformers.plugin import weights_source
@@ -94,11 +94,17 @@ def _hf_model(detector: str, family: Family, num_classes: int, size: str | None,
         config = config_cls(**_merge(preset, overrides), num_labels=num_classes, **_labels(num_classes))
         return model_cls(config), None
     source = weights_source(weights)
+    skipped = pretrained_skipped()
     try:
-        model, info = model_cls.from_pretrained(
-            weights, ignore_mismatched_sizes=True, output_loading_info=True,
-            **_labels(num_classes), **overrides,
-        )
+        if skipped:
+            # A whole checkpoint is loaded next: the architecture (config.json) is enough.
+            config = model_cls.config_class.from_pretrained(weights, **_labels(num_classes), **overrides)
+            model = model_cls(config)
+        else:
+            model, info = model_cls.from_pretrained(
+                weights, ignore_mismatched_sizes=True, output_loading_info=True,
+                **_labels(num_classes), **overrides,
+            )
     except OSError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if source == "dir":
@@ -114,6 +120,8 @@ def _hf_model(detector: str, family: Family, num_classes: int, size: str | None,
             f"model.weights: '{weights}' holds a {model.config.model_type} model, not {detector} "
             f"({model_cls.config_class.model_type}); use the detector type that matches the weights."
         )
+    if skipped:
+        return model, None
     report = WeightsReport(
         source=weights,
         loaded=len(model.state_dict()) - len(info["missing_keys"]) - len(info["mismatched_keys"]),

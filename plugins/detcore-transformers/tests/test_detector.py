@@ -159,6 +159,18 @@ def test_fine_tuning_from_a_weights_directory_reheads_the_classifier(tmp_path, t
     assert not again.weights_report.reinitialised
 
 
+def test_skip_pretrained_builds_the_architecture_without_reading_weights(tmp_path, tiny, tiny_input):
+    import detcore
+
+    torch.manual_seed(0)
+    plugin.dfine(num_classes=80, config=tiny["dfine"]).hf.save_pretrained(tmp_path / "coco80")
+    (tmp_path / "coco80" / "model.safetensors").unlink()  # only config.json is needed
+    with detcore.skip_pretrained():
+        model = build_detector("dfine", 3, weights=str(tmp_path / "coco80"), **tiny_input["dfine"])
+    assert model.weights_report is None and model.num_classes == 3
+    assert model.hf.config.d_model == tiny["dfine"]["d_model"]
+
+
 def test_class_names_become_the_config_labels(tiny, tiny_input):
     model = _build("rtdetr_v2", tiny, tiny_input)
     model.set_class_names(["cat", "dog", "bird"])
