@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import attrs
 
-from detcore.errors import ConfigCheckError, PluginError, RunFileError, did_you_mean
+from detcore.errors import ConfigCheckError, PluginError, RunFileError, did_you_mean, shorten
 
 # kind -> registration hook name. The order is the order ``detcore plugins``
 # prints them in.
@@ -229,7 +229,9 @@ class Catalog:
                 if providers
                 else f" Installed {kind}s: {', '.join(self.names(kind)) or 'none'}."
             )
-            raise RunFileError(f"no plugin '{plugin}' provides {kind} '{short}'.{hint}", file=file, key=key)
+            raise RunFileError(
+                f"no plugin '{shorten(plugin)}' provides {kind} '{shorten(short)}'.{hint}", file=file, key=key
+            )
         comps = by_name.get(name, [])
         if len(comps) == 1:
             return comps[0]
@@ -245,7 +247,7 @@ class Catalog:
                 key=key,
             )
         installed = self.names(kind)
-        msg = f"unknown {kind} '{name}'{did_you_mean(name, installed)}. Installed {kind}s: "
+        msg = f"unknown {kind} '{shorten(name)}'{did_you_mean(name, installed)}. Installed {kind}s: "
         msg += ", ".join(installed) if installed else "none"
         msg += "."
         provider = KNOWN_PROVIDERS.get((kind, name))
@@ -301,7 +303,7 @@ class Catalog:
                     continue
                 accepted = [p for p in params if p not in provided]
                 raise RunFileError(
-                    f"{kind} '{comp.name}' has no argument '{key}'{did_you_mean(key, accepted)}. "
+                    f"{kind} '{comp.name}' has no argument '{shorten(key)}'{did_you_mean(key, accepted)}. "
                     f"Its arguments are: {', '.join(accepted) or 'none'}.",
                     file=file_of(kpath),
                     key=kpath,
@@ -433,11 +435,11 @@ def _describe(value) -> str:
     if isinstance(value, bool):
         return f"a boolean ({str(value).lower()})"
     if isinstance(value, int):
-        return f"an integer ({value})"
+        return f"an integer ({shorten(value)})"
     if isinstance(value, float):
         return f"a float ({value})"
     if isinstance(value, str):
-        return f"a string ({value!r})"
+        return f"a string ({shorten(repr(value))})"
     if isinstance(value, list):
         return "an array"
     if isinstance(value, dict):
@@ -492,7 +494,7 @@ def type_problem(value, hint, validate_sub, path: str) -> str | None:
             return None
         hint_text = did_you_mean(value, [str(c) for c in choices]) if isinstance(value, str) else ""
         listed = ", ".join(repr(c) for c in choices)
-        return f"expected one of {listed}, got {value!r}{hint_text}"
+        return f"expected one of {listed}, got {shorten(repr(value))}{hint_text}"
     if origin is Annotated:
         return type_problem(value, typing.get_args(hint)[0], validate_sub, path)
     if origin in (list, tuple) or hint in (list, tuple):

@@ -29,7 +29,7 @@ class RunFileError(DetcoreError):
         if file:
             where.append(str(file))
         if key:
-            where.append(f"key '{key}'")
+            where.append(f"key '{shorten(key)}'")
         prefix = ": ".join(where)
         super().__init__(f"{prefix}: {message}" if prefix else message)
 

@@ -253,3 +253,89 @@ def test_config_show_prints_the_resolved_file_as_toml(tmp_path):
     again = detcore("config", "show", tmp_path / "resolved.toml", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert tomllib.loads(again.stdout) == shown
+
+
+# ----------------------------------------------------------------------
+# limits: deep nesting and huge values (issue 16, item 9)
+# ----------------------------------------------------------------------
+
+MODEL = '[model]\ntype = "fcos"\nnum_classes = 1\nbackbone = { type = "tiny" }\n'
+
+
+def _one_error(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and "RecursionError" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.count("detcore: error:") == 1
+    return proc.stderr
+
+
+@pytest.mark.slow
+def test_an_extends_chain_of_1000_files_is_a_named_error(tmp_path):
+    for i in range(1000):
+        (tmp_path / f"f{i}.toml").write_text(f'extends = "f{i + 1}.toml"\n' if i < 999 else MODEL)
+    err = _one_error(detcore("config", "check", "f0.toml", cwd=tmp_path))
+    assert "key 'extends': 'extends' chains more than 32 files" in err and "f0.toml -> " in err
+    # A chain within the limit still loads.
+    (tmp_path / "f30.toml").write_text(MODEL)
+    proc = detcore("config", "check", "f0.toml", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("x = " + "[" * 1000 + "]" * 1000 + "\n", None),  # tomllib itself recurses
+        ("x = " + "{a = " * 400 + "1" + "}" * 400 + "\n", None),
+        (MODEL.replace("num_classes = 1", "num_classes = " + "[" * 40 + "]" * 40), "model.num_classes" + "[0]" * 31),
+    ],
+    ids=["array_1000", "table_400", "array_40"],
+)
+def test_deep_nesting_is_a_named_error(tmp_path, text, key):
+    (tmp_path / "run.toml").write_text(text)
+    err = _one_error(detcore("config", "check", "run.toml", cwd=tmp_path))
+    assert "run.toml" in err and "nested more than 32 levels deep" in err
+    if key:
+        assert f"key '{key}'" in err
+
+
+def test_deep_nesting_limits_in_process(tmp_path):
+    from detcore.runfile.loader import MAX_NESTING, too_deep
+
+    assert too_deep({"a": {"b": [1, [2]]}}) is None
+    deep: list = []
+    for _ in range(MAX_NESTING + 1):
+        deep = [deep]
+    assert too_deep({"x": deep}) == "x" + "[0]" * MAX_NESTING
+    with pytest.raises(RunFileError, match="nested more than 32 levels"):
+        parse_override("model.x=" + "[" * 600 + "]" * 600)
+    with pytest.raises(RunFileError, match="nested more than 32 levels"):
+        parse_override("model.x=" + "[" * 40 + "]" * 40)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "text, expect",
+    [
+        ('[model]\ntype = "' + "a" * 10_000_000 + '"\n', "unknown detector 'aaaa"),
+        (MODEL + "b" * 1_000_000 + " = 1\n", "has no argument 'bbbb"),
+        ('device = "' + "c" * 10_000_000 + '"\n' + MODEL, "must be auto, cpu, cuda or cuda:N, got 'cccc"),
+        (MODEL + "[data.train]\ntype = \"coco\"\nann_file = \"" + "d" * 10_000_000 + '"\nimg_dir = "."\n',
+         "annotation file 'dddd"),
+    ],
+    ids=["type", "key", "device", "ann_file"],
+)
+def test_a_10_mb_value_is_shortened_in_the_error(tmp_path, text, expect):
+    (tmp_path / "run.toml").write_text(text)
+    err = _one_error(detcore("config", "check", "run.toml", cwd=tmp_path))
+    assert expect in err and "characters)" in err
+    assert len(err) < 1000, len(err)
+
+
+def test_shorten_keeps_short_text_and_says_how_long_the_rest_was():
+    from detcore.errors import shorten
+
+    assert shorten("resnet") == "resnet"
+    out = shorten("x" * 10_000_000)
+    assert len(out) < 130 and out.endswith("… (10000000 characters)")
+    assert shorten([1] * 100, limit=20).endswith("(300 characters)")

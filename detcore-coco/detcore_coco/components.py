@@ -10,7 +10,7 @@ import os
 from typing import Literal
 
 from detcore import Sub, check_with
-from detcore.errors import ConfigCheckError
+from detcore.errors import ConfigCheckError, shorten
 
 # An alias, not Sub["transform"] inline: linters read a quoted subscript in
 # an annotation as a forward reference to a name.
@@ -32,13 +32,13 @@ def _check_dataset(args: dict, ctx) -> None:
     cwd = os.getcwd()
     if isinstance(ann_file, str) and not os.path.isfile(ann_file):
         raise ConfigCheckError(
-            f"annotation file '{ann_file}' not found (relative paths resolve against the current "
+            f"annotation file '{shorten(ann_file)}' not found (relative paths resolve against the current "
             f"directory, {cwd})",
             key="ann_file",
         )
     if isinstance(img_dir, str) and not os.path.isdir(img_dir):
         raise ConfigCheckError(
-            f"image directory '{img_dir}' not found (relative paths resolve against the current "
+            f"image directory '{shorten(img_dir)}' not found (relative paths resolve against the current "
             f"directory, {cwd})",
             key="img_dir",
         )

@@ -8,7 +8,7 @@ from typing import Union
 
 from detcore import hookimpl
 from detcore.catalog import Sub, check_with
-from detcore.errors import ConfigCheckError
+from detcore.errors import ConfigCheckError, shorten
 
 TransformSpec = Sub["transform"]
 
@@ -20,7 +20,7 @@ def _check(args: dict, ctx) -> None:
             raise ConfigCheckError(f"{key} must be >= 1, got {v}", key=key)
     size = args.get("image_size")
     if isinstance(size, list) and (len(size) != 2 or any(not isinstance(s, int) or s < 8 for s in size)):
-        raise ConfigCheckError(f"image_size must be an int or [height, width], each >= 8, got {size}", key="image_size")
+        raise ConfigCheckError(f"image_size must be an int or [height, width], each >= 8, got {shorten(size)}", key="image_size")
     if isinstance(size, int) and size < 8:
         raise ConfigCheckError(f"image_size must be >= 8, got {size}", key="image_size")
     classes = args.get("classes")

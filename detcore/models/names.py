@@ -107,20 +107,20 @@ def check_backbone_weights(weights: str | None, arch: str | None) -> None:
     """Raise ``ConfigCheckError`` unless ``weights`` is unset, a file path, or
     a torchvision weights name for ``arch``. Shared by the run-file check and
     the loader, so both say the same thing."""
-    from detcore.errors import ConfigCheckError
+    from detcore.errors import ConfigCheckError, shorten
 
     if weights is None or looks_like_path(weights):
         return
     if arch is None or arch not in BACKBONE_WEIGHTS:
         raise ConfigCheckError(
-            f"'{weights}' is not a file, and this backbone has no torchvision weights; give a path "
+            f"'{shorten(weights)}' is not a file, and this backbone has no torchvision weights; give a path "
             f"to a state-dict file (it must exist)",
             key="weights",
         )
     valid = backbone_weight_names(arch)
     if weights not in valid:
         raise ConfigCheckError(
-            f"unknown weights '{weights}' for {arch}; valid names: {', '.join(valid)}, or a path to a "
+            f"unknown weights '{shorten(weights)}' for {arch}; valid names: {', '.join(valid)}, or a path to a "
             f"state-dict file",
             key="weights",
         )

@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from detcore.errors import RunFileError
+from detcore.errors import RunFileError, shorten
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -23,6 +23,12 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 SET_ORIGIN = "--set"
+
+# Limits that turn hostile or runaway run files into a named error instead of
+# a RecursionError: real run files extend a few bases and nest tables and
+# arrays five or six levels deep.
+MAX_EXTENDS = 32  # files in one ``extends`` chain
+MAX_NESTING = 32  # tables and arrays inside each other
 _KEY_RE = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 
 
@@ -53,10 +59,45 @@ def read_toml(path: Path) -> dict:
         raise RunFileError("is a directory, expected a .toml run file", file=str(path)) from None
     except UnicodeDecodeError as exc:
         raise RunFileError(f"not UTF-8 text ({exc.reason})", file=str(path)) from None
+    data = parse_toml(text, str(path))
+    deep = too_deep(data)
+    if deep is not None:
+        raise RunFileError(_nesting_message(), file=str(path), key=deep)
+    return data
+
+
+def parse_toml(text: str, file: str) -> dict:
+    """``tomllib.loads`` with its errors (and its recursion on deeply
+    nested arrays) as :class:`RunFileError` naming ``file``."""
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise RunFileError(f"invalid TOML: {exc}", file=str(path)) from None
+        raise RunFileError(f"invalid TOML: {exc}", file=file) from None
+    except RecursionError:
+        raise RunFileError(_nesting_message(), file=file) from None
+
+
+def _nesting_message() -> str:
+    return (
+        f"tables and arrays are nested more than {MAX_NESTING} levels deep; a run file needs a few "
+        f"levels (model.backbone.depth, data.train.transforms[0].size)"
+    )
+
+
+def too_deep(value: Any, limit: int = MAX_NESTING) -> str | None:
+    """The key path of the first value nested deeper than ``limit`` tables
+    and arrays, or ``None``. Iterative, so that it cannot recurse too deep itself."""
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while stack:
+        node, path, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            if depth > limit:
+                return path or None
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            for k, v in items:
+                sub = f"{path}[{k}]" if isinstance(node, list) else (f"{path}.{shorten(k, 40)}" if path else shorten(k, 40))
+                stack.append((v, sub, depth + 1))
+    return None
 
 
 def load_raw(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RawRunFile:
@@ -71,6 +112,13 @@ def load_raw(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> R
 
 def _load_with_bases(path: Path, stack: list[Path], origins: dict) -> dict:
     resolved = path.resolve()
+    if len(stack) >= MAX_EXTENDS:
+        raise RunFileError(
+            f"'extends' chains more than {MAX_EXTENDS} files ({stack[0]} -> {stack[1]} -> ... -> {path}); "
+            f"a run file extends a few bases, each of which may extend others: flatten the chain",
+            file=str(stack[-1]),
+            key="extends",
+        )
     if resolved in stack:
         chain = " -> ".join(str(p) for p in [*stack, resolved])
         raise RunFileError(
@@ -93,7 +141,7 @@ def _load_with_bases(path: Path, stack: list[Path], origins: dict) -> dict:
         base_path = (path.parent / base) if not Path(base).is_absolute() else Path(base)
         if not base_path.is_file():
             raise RunFileError(
-                f"base run file '{base}' not found (looked for {base_path}); paths in 'extends' "
+                f"base run file '{shorten(base)}' not found (looked for {shorten(base_path)}); paths in 'extends' "
                 f"are relative to the file that names them.",
                 file=str(path),
                 key="extends",
@@ -144,14 +192,15 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     word that is not valid TOML is taken as a string (``--set work_dir=out``)."""
     key, sep, raw = item.partition("=")
     key = key.strip()
+    shown = shorten(item)
     if not sep or not key:
         raise RunFileError(
-            f"bad --set '{item}': expected KEY=VALUE, e.g. --set optimizer.lr=0.02",
+            f"bad --set '{shown}': expected KEY=VALUE, e.g. --set optimizer.lr=0.02",
             file=SET_ORIGIN,
         )
     if not _KEY_RE.match(re.sub(r"\[(\d+)\]", r".\1", key)):
         raise RunFileError(
-            f"bad --set '{item}': '{key}' is not a dotted key path (letters, digits, _ and -, "
+            f"bad --set '{shown}': '{shorten(key)}' is not a dotted key path (letters, digits, _ and -, "
             f"joined by dots, e.g. model.backbone.depth)",
             file=SET_ORIGIN,
         )
@@ -159,15 +208,19 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     key = re.sub(r"\[(\d+)\]", r".\1", key)  # a[0].b is a.0.b
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
+    except RecursionError:
+        raise RunFileError(f"bad --set '{shown}': {_nesting_message()}", file=SET_ORIGIN) from None
     except tomllib.TOMLDecodeError as exc:
         if re.fullmatch(r"[A-Za-z0-9_./:+-]+", raw):
             value = raw
         else:
             raise RunFileError(
-                f"bad --set '{item}': the value is not valid TOML ({exc}); quote strings "
-                f"(--set {key}='\"text\"') and write arrays as [1, 2]",
+                f"bad --set '{shown}': the value is not valid TOML ({exc}); quote strings "
+                f"(--set {shorten(key)}='\"text\"') and write arrays as [1, 2]",
                 file=SET_ORIGIN,
             ) from None
+    if too_deep({key: value}) is not None or len(key.split(".")) > MAX_NESTING:
+        raise RunFileError(f"bad --set '{shown}': {_nesting_message()}", file=SET_ORIGIN)
     return key.split("."), value
 
 
@@ -185,8 +238,8 @@ def apply_override(data: dict, item: str, origins: dict) -> None:
             nxt = node[part] = {}
         elif not isinstance(nxt, (dict, list)):
             raise RunFileError(
-                f"bad --set '{item}': '{'.'.join(walked)}' is {type(nxt).__name__} "
-                f"{nxt!r}, not a table, so it has no key '{parts[len(walked)]}'",
+                f"bad --set '{shorten(item)}': '{shorten('.'.join(walked))}' is {type(nxt).__name__} "
+                f"{shorten(repr(nxt))}, not a table, so it has no key '{shorten(parts[len(walked)])}'",
                 file=SET_ORIGIN,
             )
         node = nxt
@@ -202,7 +255,7 @@ def apply_override(data: dict, item: str, origins: dict) -> None:
 def _index(node: list, part: str, item: str, walked: list[str]) -> int:
     if not part.isdigit() or int(part) >= len(node):
         raise RunFileError(
-            f"bad --set '{item}': '{'.'.join(walked)}' is an array of {len(node)} items; "
+            f"bad --set '{shorten(item)}': '{shorten('.'.join(walked))}' is an array of {len(node)} items; "
             f"index it with 0..{len(node) - 1}",
             file=SET_ORIGIN,
         )

@@ -12,7 +12,7 @@ from typing import Literal
 
 import attrs
 
-from detcore.errors import ConfigCheckError
+from detcore.errors import ConfigCheckError, shorten
 
 
 def _doc(text: str, **kw):
@@ -64,7 +64,7 @@ class OptimizerConfig:
     @betas.validator
     def _betas(self, attribute, value):
         if len(value) != 2 or not all(0 <= b < 1 for b in value):
-            raise ValueError(f"must be two numbers in [0, 1), got {value}")
+            raise ValueError(f"must be two numbers in [0, 1), got {shorten(value)}")
 
 
 @attrs.frozen
@@ -159,5 +159,5 @@ class RunConfig:
         import re
 
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", value):
-            raise ValueError(f"must be auto, cpu, cuda or cuda:N, got {value!r}")
+            raise ValueError(f"must be auto, cpu, cuda or cuda:N, got {shorten(repr(value))}")
 

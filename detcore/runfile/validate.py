@@ -12,7 +12,7 @@ import typing
 import attrs
 
 from detcore.catalog import Catalog, type_problem
-from detcore.errors import ConfigCheckError, RunFileError, did_you_mean
+from detcore.errors import ConfigCheckError, RunFileError, did_you_mean, shorten
 from detcore.runfile.loader import RawRunFile
 from detcore.runfile.schema import RunConfig
 
@@ -30,8 +30,8 @@ def structure(cls, data, raw: RawRunFile, prefix: str = ""):
         field = fields.get(key)
         if field is None:
             raise RunFileError(
-                f"unknown key '{key}'{did_you_mean(key, fields)}. "
-                f"Valid keys{' in [' + prefix + ']' if prefix else ' at the top level'}: {', '.join(fields)}.",
+                f"unknown key '{shorten(key)}'{did_you_mean(key, fields)}. "
+                f"Valid keys{' in [' + shorten(prefix) + ']' if prefix else ' at the top level'}: {', '.join(fields)}.",
                 file=raw.file_of(path),
                 key=path,
             )
