@@ -72,6 +72,21 @@ def test_import_contracts_forbid_every_private_module():
     assert not forbidden - top, f"stale names in .importlinter: {sorted(forbidden - top)}"
 
 
+def test_import_contracts_cover_every_bundled_plugin():
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / ".importlinter")
+    sources = set(cfg["importlinter:contract:plugins-use-public-api"]["source_modules"].split())
+    roots = set(cfg["importlinter"]["root_packages"].split())
+    bundled = {
+        pkg.name
+        for dist in [REPO / "detcore-coco", REPO / "detcore-hooks", *(REPO / "plugins").iterdir()]
+        for pkg in dist.glob("detcore_*/__init__.py")
+        for pkg in [pkg.parent]
+    }
+    assert bundled <= sources, f"add {sorted(bundled - sources)} to .importlinter"
+    assert sources <= roots and roots == sources | {"detcore"}
+
+
 def test_import_contracts_hold():
     lint = Path(sys.executable).with_name("lint-imports")
     if not lint.exists():
