@@ -46,9 +46,10 @@ def time_steps(model, batch, steps: int, clock=time.perf_counter) -> float:
 def build(table: dict):
     from detcore.catalog import Catalog
     from detcore.plugins import get_plugin_manager
+    from detcore.runfile.components import validate_component
 
     catalog = Catalog.from_plugin_manager(get_plugin_manager(entrypoints=False))
-    catalog.validate("detector", table, "model")
+    validate_component(catalog, "detector", table, "model")
     return catalog.build("detector", table, path="model")
 
 

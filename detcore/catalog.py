@@ -256,80 +256,23 @@ class Catalog:
         raise RunFileError(msg, file=file, key=key)
 
     # ------------------------------------------------------------------
-    # validation and building
+    # building (checking a table against a factory: detcore.runfile.components)
     # ------------------------------------------------------------------
 
-    def validate(
-        self,
-        kind: str,
-        table: Any,
-        path: str,
-        *,
-        provided: tuple[str, ...] = (),
-        file_of: Callable[[str], str | None] = lambda _: None,
-    ) -> Component:
-        """Check a component table against its factory's signature.
+    def validate(self, kind: str, table: Any, path: str, **kwargs: Any) -> Component:
+        """Deprecated: use :func:`detcore.runfile.components.validate_component`
+        (the run-file checks live with the run files)."""
+        import warnings
 
-        Raises :class:`RunFileError` naming ``path`` (and the file that set
-        it, through ``file_of``) for a missing ``type``, an unknown
-        component, unknown or missing arguments, wrongly typed values and
-        anything the component's own check rejects.
-        """
-        if not isinstance(table, dict):
-            raise RunFileError(
-                f"expected a table with a 'type' key naming a {kind}, got {_describe(table)}",
-                file=file_of(path),
-                key=path,
-            )
-        if "type" not in table:
-            raise RunFileError(
-                f"missing 'type': say which {kind} to use ({', '.join(self.names(kind)) or 'none installed'})",
-                file=file_of(path),
-                key=path,
-            )
-        if not isinstance(table["type"], str):
-            raise RunFileError(
-                f"'type' must be a string, got {_describe(table['type'])}",
-                file=file_of(f"{path}.type"),
-                key=f"{path}.type",
-            )
-        comp = self.get(kind, table["type"], key=f"{path}.type", file=file_of(f"{path}.type"))
-        params, var_kw = signature_of(comp.factory)
-        args = {k: v for k, v in table.items() if k != "type"}
-        for key, value in args.items():
-            kpath = f"{path}.{key}"
-            if key not in params:
-                if var_kw:
-                    continue
-                accepted = [p for p in params if p not in provided]
-                raise RunFileError(
-                    f"{kind} '{comp.name}' has no argument '{shorten(key)}'{did_you_mean(key, accepted)}. "
-                    f"Its arguments are: {', '.join(accepted) or 'none'}.",
-                    file=file_of(kpath),
-                    key=kpath,
-                )
-            self._check_value(value, params[key].annotation, kpath, file_of)
-        for name, param in params.items():
-            if param.default is inspect.Parameter.empty and name not in args and name not in provided:
-                raise RunFileError(
-                    f"{kind} '{comp.name}' needs argument '{name}'; add it to the table",
-                    file=file_of(path),
-                    key=path,
-                )
-        check = getattr(comp.factory, "__detcore_check__", None)
-        if check is not None:
-            try:
-                check(args, CheckContext(self, path))
-            except ConfigCheckError as exc:
-                kpath = f"{path}.{exc.key}" if exc.key else path
-                raise RunFileError(str(exc), file=file_of(kpath), key=kpath) from None
-        return comp
+        from detcore.runfile.components import validate_component
 
-    def _check_value(self, value, hint, path, file_of) -> None:
-        problem = type_problem(value, hint, lambda kind, provided, v, p: self.validate(
-            kind, v, p, provided=provided, file_of=file_of), path)
-        if problem:
-            raise RunFileError(problem, file=file_of(path), key=path)
+        warnings.warn(
+            "Catalog.validate is deprecated: use detcore.runfile.components.validate_component(catalog, kind, "
+            "table, path, ...)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return validate_component(self, kind, table, path, **kwargs)
 
     def build(self, kind: str, table: dict, *, path: str = "", **extra: Any) -> Any:
         """Build a component from a (validated) table; ``extra`` are arguments
@@ -350,10 +293,10 @@ class Catalog:
             raise RunFileError(str(exc), key=kpath or None) from None
 
     def _to_specs(self, value, hint, path):
-        sub = _sub_of(hint)
+        sub = sub_of(hint)
         if sub is not None and isinstance(value, dict):
             return Spec(self, sub.kind, value, path)
-        inner = _list_item_hint(hint)
+        inner = list_item_hint(hint)
         if inner is not None and isinstance(value, list):
             return [self._to_specs(v, inner, f"{path}[{i}]") for i, v in enumerate(value)]
         return value
@@ -393,33 +336,33 @@ def signature_of(factory) -> tuple[dict[str, inspect.Parameter], bool]:
     return params, var_kw
 
 
-def _sub_of(hint) -> SubKind | None:
+def sub_of(hint) -> SubKind | None:
     if typing.get_origin(hint) is Annotated:
         for meta in hint.__metadata__:
             if isinstance(meta, SubKind):
                 return meta
-    if _is_union(hint):
+    if is_union(hint):
         for arg in typing.get_args(hint):
-            found = _sub_of(arg)
+            found = sub_of(arg)
             if found is not None:
                 return found
     return None
 
 
-def _list_item_hint(hint):
+def list_item_hint(hint):
     origin = typing.get_origin(hint)
     if origin in (list, tuple, collections.abc.Sequence):
         args = typing.get_args(hint)
         return args[0] if args else Any
-    if _is_union(hint):
+    if is_union(hint):
         for arg in typing.get_args(hint):
-            inner = _list_item_hint(arg)
+            inner = list_item_hint(arg)
             if inner is not None:
                 return inner
     return None
 
 
-def _is_union(hint) -> bool:
+def is_union(hint) -> bool:
     origin = typing.get_origin(hint)
     if origin is typing.Union:
         return True
@@ -429,95 +372,3 @@ def _is_union(hint) -> bool:
         return origin is types.UnionType or isinstance(hint, types.UnionType)
     except AttributeError:  # pragma: no cover - Python < 3.10
         return False
-
-
-def _describe(value) -> str:
-    if isinstance(value, bool):
-        return f"a boolean ({str(value).lower()})"
-    if isinstance(value, int):
-        return f"an integer ({shorten(value)})"
-    if isinstance(value, float):
-        return f"a float ({value})"
-    if isinstance(value, str):
-        return f"a string ({shorten(repr(value))})"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "a table"
-    return type(value).__name__
-
-
-def _hint_name(hint) -> str:
-    if hint is type(None):
-        return "nothing (omit the key)"
-    if _sub_of(hint) is not None and not _is_union(hint):
-        return f"a {_sub_of(hint).kind} table"
-    if typing.get_origin(hint) is typing.Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
-    if _is_union(hint):
-        return " or ".join(_hint_name(a) for a in typing.get_args(hint) if a is not type(None))
-    origin = typing.get_origin(hint)
-    if origin in (list, tuple):
-        return "an array"
-    if origin is dict or hint is dict:
-        return "a table"
-    return {int: "an integer", float: "a number", str: "a string", bool: "a boolean"}.get(
-        hint, getattr(hint, "__name__", str(hint))
-    )
-
-
-def type_problem(value, hint, validate_sub, path: str) -> str | None:
-    """Why ``value`` does not fit ``hint``, or ``None``. Unknown hints accept
-    anything: the check is a help, not a type system."""
-    if hint is Any or hint is inspect.Parameter.empty:
-        return None
-    sub = _sub_of(hint) if not _is_union(hint) else None
-    if sub is not None:
-        validate_sub(sub.kind, sub.provided, value, path)
-        return None
-    if _is_union(hint):
-        args = typing.get_args(hint)
-        # A table for a Sub-typed union member is validated as that kind.
-        if isinstance(value, dict):
-            found = _sub_of(hint)
-            if found is not None:
-                validate_sub(found.kind, found.provided, value, path)
-                return None
-        for arg in args:
-            if arg is not type(None) and type_problem(value, arg, validate_sub, path) is None:
-                return None
-        return f"expected {_hint_name(hint)}, got {_describe(value)}"
-    origin = typing.get_origin(hint)
-    if origin is typing.Literal:
-        choices = typing.get_args(hint)
-        if any(value == c and type(value) is type(c) for c in choices):
-            return None
-        hint_text = did_you_mean(value, [str(c) for c in choices]) if isinstance(value, str) else ""
-        listed = ", ".join(repr(c) for c in choices)
-        return f"expected one of {listed}, got {shorten(repr(value))}{hint_text}"
-    if origin is Annotated:
-        return type_problem(value, typing.get_args(hint)[0], validate_sub, path)
-    if origin in (list, tuple) or hint in (list, tuple):
-        if not isinstance(value, list):
-            return f"expected an array, got {_describe(value)}"
-        args = typing.get_args(hint)
-        item = args[0] if args else Any
-        if origin is tuple:
-            item = args[0] if len(args) == 2 and args[1] is Ellipsis else Any
-        for i, v in enumerate(value):
-            p = type_problem(v, item, validate_sub, f"{path}[{i}]")
-            if p:
-                return f"item {i}: {p}"
-        return None
-    if origin is dict or hint is dict:
-        return None if isinstance(value, dict) else f"expected a table, got {_describe(value)}"
-    if hint is bool:
-        return None if isinstance(value, bool) else f"expected a boolean (true/false), got {_describe(value)}"
-    if hint is int:
-        return None if isinstance(value, int) and not isinstance(value, bool) else f"expected an integer, got {_describe(value)}"
-    if hint is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return None if ok else f"expected a number, got {_describe(value)}"
-    if hint is str:
-        return None if isinstance(value, str) else f"expected a string, got {_describe(value)}"
-    return None

@@ -23,6 +23,7 @@ from detcore.catalog import Catalog  # noqa: E402
 from detcore.data.image_io import ImageReadError  # noqa: E402
 from detcore.errors import RunFileError  # noqa: E402
 from detcore.plugins import get_plugin_manager  # noqa: E402
+from detcore.runfile.components import validate_component  # noqa: E402
 
 CATS = [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}, {"id": 11, "name": "bird"}]
 
@@ -122,7 +123,7 @@ def test_transforms_from_the_run_file(coco_dir, catalog):
     _, ann, img_dir = coco_dir
     table = {"type": "coco", "ann_file": ann, "img_dir": img_dir, "with_masks": True,
              "transforms": [{"type": "random_horizontal_flip", "p": 1.0}, {"type": "resize", "size": 24}]}
-    catalog.validate("dataset", table, "data.train")
+    validate_component(catalog, "dataset", table, "data.train")
     ds = catalog.build("dataset", table, path="data.train")
     image, t = ds[0]
     assert image.shape == (3, 24, 32)
@@ -202,7 +203,7 @@ def test_malformed_json_names_file_and_line(tmp_path):
     p = tmp_path / "bad.json"
     p.write_text('{\n  "images": [],\n  "annotations": [,]\n}\n')
     with pytest.raises(RunFileError, match=r"bad\.json' is not valid JSON: .* at line 3, column"):
-        Catalog.from_plugin_manager(get_plugin_manager()).validate(
+        validate_component(Catalog.from_plugin_manager(get_plugin_manager()),
             "dataset", {"type": "coco", "ann_file": str(p), "img_dir": str(tmp_path)}, "data.train")
 
 
@@ -234,18 +235,18 @@ def test_annotations_referencing_unknown_records_name_the_record(tmp_path, ann, 
 
 def test_missing_ann_file_names_the_key(catalog, tmp_path):
     with pytest.raises(RunFileError) as err:
-        catalog.validate("dataset", {"type": "coco", "ann_file": "nope/train.json", "img_dir": str(tmp_path)}, "data.train")
+        validate_component(catalog, "dataset", {"type": "coco", "ann_file": "nope/train.json", "img_dir": str(tmp_path)}, "data.train")
     assert err.value.key == "data.train.ann_file"
     assert "'nope/train.json' not found" in str(err.value) and "current directory" in str(err.value)
     with pytest.raises(RunFileError) as err:
-        catalog.validate("dataset", {"type": "coco", "img_dir": str(tmp_path)}, "data.val")
+        validate_component(catalog, "dataset", {"type": "coco", "img_dir": str(tmp_path)}, "data.val")
     assert "needs argument 'ann_file'" in str(err.value)
 
 
 def test_class_name_not_in_file_names_the_closest_category(catalog, coco_dir):
     _, ann, img_dir = coco_dir
     with pytest.raises(RunFileError) as err:
-        catalog.validate("dataset", {"type": "coco", "ann_file": ann, "img_dir": img_dir, "classes": ["cat", "Dog"]}, "data.train")
+        validate_component(catalog, "dataset", {"type": "coco", "ann_file": ann, "img_dir": img_dir, "classes": ["cat", "Dog"]}, "data.train")
     assert err.value.key == "data.train.classes"
     assert "class 'Dog' is not a category" in str(err.value) and "closest category is 'dog'" in str(err.value)
 
@@ -256,7 +257,7 @@ def test_no_annotated_image_after_filtering_is_an_error(catalog, tmp_path):
                      [{"image_id": 1, "category_id": 2, "bbox": [1, 1, 3, 3]}],
                      [{"id": 1, "name": "person"}, {"id": 2, "name": "car"}])
     with pytest.raises(RunFileError, match=r"none of the 1 images .* has an annotation of the classes \['person'\]") as err:
-        catalog.validate("dataset", {"type": "coco", "ann_file": ann, "img_dir": str(tmp_path / "i"), "classes": ["person"]}, "data.train")
+        validate_component(catalog, "dataset", {"type": "coco", "ann_file": ann, "img_dir": str(tmp_path / "i"), "classes": ["person"]}, "data.train")
     assert err.value.key == "data.train.classes"
     with pytest.raises(ValueError, match="none of the 1 images"):
         CocoDataset(ann, str(tmp_path / "i"), classes=["person"])
@@ -307,11 +308,12 @@ try:
 except SystemExit:
     pass
 from detcore.catalog import Catalog
+from detcore.runfile.components import validate_component
 from detcore.plugins import get_plugin_manager
 catalog = Catalog.from_plugin_manager(get_plugin_manager())
-catalog.validate("dataset", {{"type": "coco", "ann_file": {ann!r}, "img_dir": {img_dir!r}, "classes": ["cat"],
+validate_component(catalog, "dataset", {{"type": "coco", "ann_file": {ann!r}, "img_dir": {img_dir!r}, "classes": ["cat"],
                   "transforms": [{{"type": "resize", "size": 32}}]}}, "data.train")
-catalog.validate("metric", {{"type": "coco"}}, "metrics[0]")
+validate_component(catalog, "metric", {{"type": "coco"}}, "metrics[0]")
 heavy = [m for m in ("torch", "torchvision", "pycocotools", "numpy") if m in sys.modules]
 assert not heavy, heavy
 """

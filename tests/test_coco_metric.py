@@ -22,6 +22,7 @@ from pycocotools.cocoeval import COCOeval  # noqa: E402
 from detcore.catalog import Catalog  # noqa: E402
 from detcore.errors import DetcoreError, RunFileError  # noqa: E402
 from detcore.plugins import get_plugin_manager  # noqa: E402
+from detcore.runfile.components import validate_component  # noqa: E402
 
 NAMES = ["mAP", "mAP_50", "mAP_75", "mAP_s", "mAP_m", "mAP_l", "AR@1", "AR@10", "AR@100", "AR_s@100", "AR_m@100", "AR_l@100"]
 
@@ -172,14 +173,14 @@ def test_no_predictions_wrong_labels_and_missing_masks(shapes):
 
 def test_metric_table_is_checked():
     catalog = Catalog.from_plugin_manager(get_plugin_manager())
-    catalog.validate("metric", {"type": "coco", "iou_types": ["bbox", "segm"], "classwise": True}, "metrics[0]")
+    validate_component(catalog, "metric", {"type": "coco", "iou_types": ["bbox", "segm"], "classwise": True}, "metrics[0]")
     with pytest.raises(RunFileError) as err:
-        catalog.validate("metric", {"type": "coco", "iou_types": ["box"]}, "metrics[0]")
+        validate_component(catalog, "metric", {"type": "coco", "iou_types": ["box"]}, "metrics[0]")
     assert err.value.key == "metrics[0].iou_types" and "'bbox'" in str(err.value)
     with pytest.raises(RunFileError, match="expected one of 'auto', 'pycocotools', 'faster_coco_eval'"):
-        catalog.validate("metric", {"type": "coco", "backend": "fast"}, "metrics[0]")
+        validate_component(catalog, "metric", {"type": "coco", "backend": "fast"}, "metrics[0]")
     with pytest.raises(RunFileError, match="repeats an entry"):
-        catalog.validate("metric", {"type": "coco", "iou_types": ["bbox", "bbox"]}, "metrics[0]")
+        validate_component(catalog, "metric", {"type": "coco", "iou_types": ["bbox", "bbox"]}, "metrics[0]")
 
 
 def test_summary_is_pycocotools_own_table(shapes):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from detcore.engine import dist
+from detcore.engine import dist, launch
 from detcore.errors import DetcoreError
 
 PLUGINS = Path(__file__).parent / "dist_plugins"
@@ -182,7 +182,7 @@ def test_check_port_free_names_the_port():
 def test_port_taken_after_the_check_is_the_same_error(monkeypatch, tmp_path):
     """Another job binds dist.port between the check and the launcher's own
     bind: the launcher's store fails to listen, reported like the check."""
-    monkeypatch.setattr(dist, "check_port_free", lambda port, host="": None)
+    monkeypatch.setattr(launch, "check_port_free", lambda port, host="": None)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()

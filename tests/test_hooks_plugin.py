@@ -10,6 +10,7 @@ import pytest
 from detcore.catalog import Catalog
 from detcore.errors import DetcoreError, RunFileError
 from detcore.plugins import get_plugin_manager
+from detcore.runfile.components import validate_component
 
 HOOKS = ["check_finite", "early_stopping", "ema", "freeze", "profiler", "progress", "tensorboard", "visualize"]
 
@@ -20,7 +21,7 @@ def catalog() -> Catalog:
 
 
 def validate(catalog, table):
-    return catalog.validate("runner_hook", table, "hooks[0]")
+    return validate_component(catalog, "runner_hook", table, "hooks[0]")
 
 
 def test_entry_point_registers_every_hook(catalog):

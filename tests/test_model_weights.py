@@ -14,6 +14,7 @@ torchvision = pytest.importorskip("torchvision")
 
 from detcore.errors import CheckpointError, RunFileError  # noqa: E402
 from detcore.models import names  # noqa: E402
+from detcore.runfile.components import validate_component  # noqa: E402
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ def expected_file(full_name: str) -> str:
 
 
 def build(catalog, table: dict, kind: str = "detector", path: str = "model"):
-    catalog.validate(kind, table, path)
+    validate_component(catalog, kind, table, path)
     return catalog.build(kind, table, path=path)
 
 
@@ -116,7 +117,7 @@ def test_missing_weights_file_offline_says_which_file_to_put_where(catalog, hub)
 
 def test_unknown_backbone_weights_name_lists_the_valid_ones(catalog):
     with pytest.raises(RunFileError) as info:
-        catalog.validate("backbone", {"type": "resnet", "depth": 50, "weights": "IMAGENET_V1"}, "model.backbone")
+        validate_component(catalog, "backbone", {"type": "resnet", "depth": 50, "weights": "IMAGENET_V1"}, "model.backbone")
     assert info.value.key == "model.backbone.weights"
     assert "IMAGENET1K_V1" in str(info.value) and "IMAGENET1K_V2" in str(info.value)
 
@@ -192,16 +193,16 @@ def test_faster_rcnn_matches_torchvision_key_for_key(catalog, hub):
 
 def test_wrong_detector_weights_are_runfile_errors_listing_valid_names(catalog):
     with pytest.raises(RunFileError) as info:
-        catalog.validate("detector", {"type": "retinanet", "num_classes": 3, "weights": "COCO_V2",
+        validate_component(catalog, "detector", {"type": "retinanet", "num_classes": 3, "weights": "COCO_V2",
                                       "backbone": {"type": "resnet", "depth": 50}}, "model")
     assert info.value.key == "model.weights"
     assert "RetinaNet_ResNet50_FPN_V2_Weights.COCO_V1" in str(info.value)
 
     with pytest.raises(RunFileError, match=r"depth = 50"):
-        catalog.validate("detector", {"type": "fcos", "num_classes": 3, "weights": "COCO_V1",
+        validate_component(catalog, "detector", {"type": "fcos", "num_classes": 3, "weights": "COCO_V1",
                                       "backbone": {"type": "resnet", "depth": 18}}, "model")
     with pytest.raises(RunFileError, match=r"variant = 'v2'"):
-        catalog.validate("detector", {"type": "mask_rcnn", "num_classes": 3,
+        validate_component(catalog, "detector", {"type": "mask_rcnn", "num_classes": 3,
                                       "weights": "MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1",
                                       "backbone": {"type": "resnet", "depth": 50}}, "model")
 

@@ -16,13 +16,14 @@ from detcore import hookimpl  # noqa: E402
 from detcore.catalog import Catalog  # noqa: E402
 from detcore.errors import RunFileError  # noqa: E402
 from detcore.plugins import get_plugin_manager  # noqa: E402
+from detcore.runfile.components import validate_component  # noqa: E402
 from detcore.runfile.loader import tomllib  # noqa: E402
 
 
 def build(catalog: Catalog, model_toml: str):
     """Validate and build the [model] table of a run-file snippet."""
     table = tomllib.loads(textwrap.dedent(model_toml))["model"]
-    catalog.validate("detector", table, "model")
+    validate_component(catalog, "detector", table, "model")
     return catalog.build("detector", table, path="model")
 
 
@@ -228,7 +229,7 @@ def test_freezing_and_norm_eval(catalog):
 def _error(catalog, model_toml: str) -> RunFileError:
     table = tomllib.loads(textwrap.dedent(model_toml))["model"]
     with pytest.raises(RunFileError) as info:
-        catalog.validate("detector", table, "model")
+        validate_component(catalog, "detector", table, "model")
     return info.value
 
 
@@ -303,19 +304,20 @@ def test_validation_runs_without_importing_torch(tmp_path):
     code = textwrap.dedent("""
         import sys
         from detcore.catalog import Catalog
+        from detcore.runfile.components import validate_component
         from detcore.errors import RunFileError
         from detcore.plugins import get_plugin_manager
         cat = Catalog.from_plugin_manager(get_plugin_manager(entrypoints=False))
         bad = {"type": "faster_rcnn", "num_classes": 3,
                "backbone": {"type": "resnet", "depth": 51}}
         try:
-            cat.validate("detector", bad, "model")
+            validate_component(cat, "detector", bad, "model")
         except RunFileError as exc:
             print(exc.key)
         good = {"type": "mask_rcnn", "num_classes": 3, "weights": "COCO_V1",
                 "backbone": {"type": "resnet", "depth": 50, "weights": "IMAGENET1K_V2"},
                 "neck": {"type": "fpn", "in_channels": [256, 512, 1024, 2048]}}
-        cat.validate("detector", good, "model")
+        validate_component(cat, "detector", good, "model")
         print("torch imported:", "torch" in sys.modules)
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -367,4 +369,4 @@ def test_example_configs_validate(catalog):
     assert len(files) >= 10
     for f in files:
         raw = load_raw(f)
-        catalog.validate("detector", raw.data["model"], "model", file_of=raw.file_of)
+        validate_component(catalog, "detector", raw.data["model"], "model", file_of=raw.file_of)

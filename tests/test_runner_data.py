@@ -82,13 +82,14 @@ def test_synthetic_table_checks():
     from detcore.catalog import Catalog
     from detcore.errors import RunFileError
     from detcore.plugins import get_plugin_manager
+    from detcore.runfile.components import validate_component
 
     catalog = Catalog.from_plugin_manager(get_plugin_manager())
     with pytest.raises(RunFileError) as err:
-        catalog.validate("dataset", {"type": "synthetic", "image_size": [32]}, "data.train")
+        validate_component(catalog, "dataset", {"type": "synthetic", "image_size": [32]}, "data.train")
     assert err.value.key == "data.train.image_size"
     with pytest.raises(RunFileError, match="palette"):
-        catalog.validate("dataset", {"type": "synthetic", "palette": [[0, 0, 300]]}, "data.train")
+        validate_component(catalog, "dataset", {"type": "synthetic", "palette": [[0, 0, 300]]}, "data.train")
 
 
 def test_to_original_rescales_boxes_and_masks():

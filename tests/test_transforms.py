@@ -11,6 +11,7 @@ from torchvision import tv_tensors
 
 from detcore.data.transforms import TRANSFORMS, build_pipeline
 from detcore.errors import RunFileError
+from detcore.runfile.components import validate_component
 
 
 def sample(h=40, w=60):
@@ -130,7 +131,7 @@ def test_sanitize_boxes_min_size(catalog):
 def test_every_transform_is_registered_and_bad_arguments_name_the_key(catalog):
     assert set(TRANSFORMS) <= set(catalog.names("transform"))
     with pytest.raises(RunFileError, match="random_horizontal_flip' has no argument 'prob'. Its arguments are: p"):
-        catalog.validate("transform", {"type": "random_horizontal_flip", "prob": 0.5}, "data.train.transforms[0]")
+        validate_component(catalog, "transform", {"type": "random_horizontal_flip", "prob": 0.5}, "data.train.transforms[0]")
     with pytest.raises(RunFileError) as err:
         catalog.build("transform", {"type": "resize", "size": [1, 2, 3]}, path="data.train.transforms[1]")
     assert err.value.key == "data.train.transforms[1].size"
@@ -176,7 +177,7 @@ def test_config_check_rejects_bad_transform_arguments(catalog, table, key):
     # `detcore config check` validates without building: the factory's
     # attached check must reject the value and name the key.
     with pytest.raises(RunFileError) as err:
-        catalog.validate("transform", table, "data.train.transforms[0]")
+        validate_component(catalog, "transform", table, "data.train.transforms[0]")
     assert err.value.key == f"data.train.transforms[0].{key}"
 
 
@@ -188,4 +189,4 @@ def test_config_check_accepts_good_transform_arguments(catalog):
         {"type": "photometric_distortion"},
         {"type": "sanitize_boxes", "min_size": 2},
     ]:
-        catalog.validate("transform", table, "t")
+        validate_component(catalog, "transform", table, "t")

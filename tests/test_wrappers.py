@@ -21,6 +21,7 @@ from detcore.data.wrappers import (
 )
 from detcore.errors import CheckpointError, RunFileError
 from detcore.plugins import get_plugin_manager
+from detcore.runfile.components import validate_component
 
 
 class ListDataset(torch.utils.data.Dataset):
@@ -121,18 +122,18 @@ def test_wrappers_from_a_run_file_table():
         "times": 2,
         "dataset": {"type": "concat", "datasets": [{"type": "listed", "n": 2}, {"type": "listed", "n": 3, "ratio": 0.5}]},
     }
-    catalog.validate("dataset", table, "data.train")
+    validate_component(catalog, "dataset", table, "data.train")
     ds = catalog.build("dataset", table, path="data.train")
     assert len(ds) == 10 and ds.aspect_ratios == ([1.0] * 2 + [0.5] * 3) * 2
     with pytest.raises(RunFileError) as err:
-        catalog.validate("dataset", {"type": "repeat", "times": 0, "dataset": {"type": "listed", "n": 1}}, "data.train")
+        validate_component(catalog, "dataset", {"type": "repeat", "times": 0, "dataset": {"type": "listed", "n": 1}}, "data.train")
     assert err.value.key == "data.train.times"
     with pytest.raises(RunFileError) as err:
-        catalog.validate("dataset", {"type": "class_balanced", "oversample_thr": 2.0,
+        validate_component(catalog, "dataset", {"type": "class_balanced", "oversample_thr": 2.0,
                                      "dataset": {"type": "listed", "n": 1}}, "data.train")
     assert err.value.key == "data.train.oversample_thr"
     with pytest.raises(RunFileError) as err:
-        catalog.validate("dataset", {"type": "concat", "datasets": [{"type": "listd", "n": 1}]}, "data.train")
+        validate_component(catalog, "dataset", {"type": "concat", "datasets": [{"type": "listd", "n": 1}]}, "data.train")
     assert err.value.key == "data.train.datasets[0].type" and "did you mean 'listed'" in str(err.value)
 
 

@@ -15,15 +15,15 @@ def add_device_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def pick_device(args, run):
-    """The ``torch.device`` from ``--device``, else the run file's ``device``."""
-    import torch
+    """The ``torch.device`` from ``--device``, else the run file's ``device``
+    (resolved as training resolves it)."""
+    from detcore.engine.dist_env import resolve_device
+    from detcore.errors import DetcoreError
 
-    name = getattr(args, "device", None) or run.cfg.device
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RunFileError(f"device '{name}' requested but CUDA is not available; use --device cpu")
-    return torch.device(name)
+    try:
+        return resolve_device(getattr(args, "device", None) or run.cfg.device, fix="use --device cpu")
+    except DetcoreError as exc:  # a usage error here (exit status 2)
+        raise RunFileError(str(exc)) from None
 
 
 def split_table(run, split: str | None) -> tuple[str, dict]:
@@ -101,8 +101,8 @@ def load_model(run, checkpoint: str | Path, device, *, checkpoint_dict: dict | N
     be in the checkpoint with the same shape: a checkpoint of another model
     is an error naming the differences (unlike ``load_from``, which skips
     them for fine-tuning)."""
-    from detcore.engine.checkpoint import read_checkpoint, weights_of
     from detcore.models.pretrained import skip_pretrained
+    from detcore.weights import read_checkpoint, weights_of
 
     ckpt = checkpoint_dict if checkpoint_dict is not None else read_checkpoint(checkpoint)
     state = weights_of(ckpt, str(checkpoint))

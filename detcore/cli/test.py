@@ -144,8 +144,9 @@ def run(args) -> int:
     from detcore.cli.inference import load_model
     from detcore.engine import dist
     from detcore.engine.build import build_dataset, build_metrics
-    from detcore.engine.checkpoint import check_checkpoint_classes, read_checkpoint
+    from detcore.engine.checkpoint import check_checkpoint_classes
     from detcore.engine.evaluation import evaluate
+    from detcore.weights import read_checkpoint
 
     if args.batch_size is not None and args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")

@@ -1,5 +1,11 @@
-"""Checkpoint files: atomic writes, the ``latest`` pointer, keep-last-N and
-best-by-metric, resume candidates, and loading weights for fine-tuning.
+"""The work dir's checkpoint files: atomic writes, the ``latest`` pointer,
+keep-last-N and best-by-metric, resume candidates, and the class names a
+checkpoint carries.
+
+What a run puts into a checkpoint and how it resumes is
+:mod:`detcore.engine.checkpointer`; reading files and loading weights
+(``load_from``) is :mod:`detcore.weights`; RNG states are
+:mod:`detcore.engine.rng`. Their names stay importable from here.
 
 A detcore checkpoint is a dict of tensors, numbers, strings, lists, tuples
 and dicts only (nothing pickled by class), so it loads with
@@ -13,22 +19,23 @@ and dicts only (nothing pickled by class), so it loads with
 ``rng``           python, numpy, torch and CUDA generator states
 ``sampler``       epoch and the next batch of the epoch (resume by index)
 ``hooks``         runner hooks' own state (``detcore_save_checkpoint``)
-``integrity``     SHA-256 of all the above (:mod:`detcore.engine.integrity`)
+``integrity``     SHA-256 of all the above (:mod:`detcore.integrity`)
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import time
 from pathlib import Path
 from typing import Any
 
 import detcore
-from detcore.engine.integrity import seal, verify
+from detcore.engine.rng import get_rng_state, set_rng_state
 from detcore.errors import CheckpointError
+from detcore.integrity import seal
+from detcore.weights import load_weights, read_checkpoint, weights_of
 
 __all__ = [
     "FORMAT",
@@ -81,67 +88,8 @@ def _write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """A checkpoint file as a dict, loaded with ``weights_only=True``; a
-    missing, truncated or foreign file raises :class:`CheckpointError`
-    naming it."""
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint '{path}' does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise CheckpointError(
-            f"checkpoint '{path}' cannot be loaded ({type(exc).__name__}: {first[:300]}); the file is "
-            f"truncated, corrupt, or holds objects other than tensors and plain data"
-        ) from None
-    if not isinstance(ckpt, dict):
-        raise CheckpointError(f"checkpoint '{path}' holds a {type(ckpt).__name__}, not a dict")
-    verify(ckpt, path)
-    return ckpt
-
-
 def is_detcore_checkpoint(ckpt: dict) -> bool:
     return isinstance(ckpt.get("detcore"), dict) and "model" in ckpt and isinstance(ckpt.get("meta"), dict)
-
-
-# ----------------------------------------------------------------------
-# RNG states (as plain data, weights_only-safe)
-# ----------------------------------------------------------------------
-
-
-def get_rng_state() -> dict:
-    import numpy as np
-    import torch
-
-    version, state, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    out = {
-        "python": [version, list(state), gauss],
-        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        out["cuda"] = torch.cuda.get_rng_state_all()
-    return out
-
-
-def set_rng_state(state: dict) -> None:
-    import numpy as np
-    import torch
-
-    version, values, gauss = state["python"]
-    random.setstate((int(version), tuple(int(v) for v in values), gauss))
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
-    torch.set_rng_state(state["torch"])
-    cuda = state.get("cuda")
-    if cuda is not None and torch.cuda.is_available():
-        if len(cuda) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda)
 
 
 # ----------------------------------------------------------------------
@@ -173,69 +121,6 @@ def check_checkpoint_classes(checkpoint: dict | str | Path, dataset, *, split: s
         checkpoint = read_checkpoint(checkpoint)
     meta = checkpoint.get("meta") or {}
     check_class_mapping(meta, dataset, checkpoint=name or "(checkpoint)", split=split)
-
-
-# ----------------------------------------------------------------------
-# load_from: weights only
-# ----------------------------------------------------------------------
-
-
-def weights_of(ckpt: dict, source: str = "checkpoint", *, prefer_eval: bool = True) -> dict:
-    """The model state dict in ``ckpt``: a detcore checkpoint's ``eval_model``
-    (the weights validation used, e.g. an EMA; unless ``prefer_eval`` is
-    false) or ``model``, a
-    ``state_dict`` or ``model`` entry (other frameworks, torchvision's
-    reference scripts), or ``ckpt`` itself when it is a plain state dict
-    (torchvision's published weights). A ``module.`` prefix (DDP) is
-    removed."""
-    import torch
-
-    state = ckpt
-    keys = ("eval_model",) if prefer_eval else ()
-    for key in (*keys, "model", "state_dict", "model_state_dict"):
-        if isinstance(ckpt.get(key), dict):
-            state = ckpt[key]
-            break
-    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
-    if not tensors:
-        raise CheckpointError(
-            f"'{source}' holds no model weights (keys: {', '.join(list(map(str, ckpt))[:8])}); give a detcore "
-            f"checkpoint, a torchvision checkpoint or a state dict saved with torch.save(model.state_dict())"
-        )
-    if all(k.startswith("module.") for k in tensors):
-        tensors = {k[len("module.") :]: v for k, v in tensors.items()}
-    return tensors
-
-
-def load_weights(model, path: str | Path):
-    """Load ``path`` (detcore checkpoint, torchvision checkpoint or state
-    dict) into ``model`` with :func:`detcore.weights.load_matching`: tensors
-    whose shape differs (class-dependent heads after changing
-    ``num_classes``) are skipped and reported, not fatal. A file sharing no
-    tensor with the model is an error. Torchvision's pre-0.13 key names are
-    renamed first; for a model that names its class-dependent layers
-    (``model.class_layers``, detcore's detectors) every other tensor must fit
-    (:func:`detcore.models.pretrained.check_fit`)."""
-    from detcore.models.pretrained import check_fit, upgrade_legacy_keys
-    from detcore.weights import load_matching
-
-    ckpt = read_checkpoint(path)
-    state = weights_of(ckpt, str(path))
-    # torchvision's published COCO files use pre-0.13 key names for the FPN,
-    # RPN conv and mask head: rename them, as torchvision's loader does.
-    state = upgrade_legacy_keys(state, model)
-    own = model.state_dict()
-    if not any(k in own for k in state):
-        raise CheckpointError(
-            f"load_from '{path}': none of its {len(state)} tensors fits the model (file keys like "
-            f"{', '.join(list(state)[:3])}; model keys like {', '.join(list(own)[:3])}). It is a checkpoint of "
-            f"another architecture; pick one trained with this detector."
-        )
-    if hasattr(model, "class_layers"):
-        # The model names its class-dependent layers: anything else that does
-        # not fit is a wrong file, not a head to re-initialise.
-        check_fit(model, state, str(path), "load_from")
-    return load_matching(model, state, str(path))
 
 
 # ----------------------------------------------------------------------

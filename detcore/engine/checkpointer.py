@@ -67,7 +67,8 @@ class RunCheckpointer:
 
     def state(self) -> dict:
         """The checkpoint dict of the current position (hooks add theirs)."""
-        from detcore.engine.checkpoint import get_rng_state, new_checkpoint
+        from detcore.engine.checkpoint import new_checkpoint
+        from detcore.engine.rng import get_rng_state
 
         r = self.runner
         ckpt = new_checkpoint(self.meta())
@@ -181,12 +182,9 @@ class RunCheckpointer:
 
     def resume(self) -> None:
         """Restore the runner from ``resume_path`` (nothing when ``None``)."""
-        from detcore.engine.checkpoint import (
-            check_checkpoint_classes,
-            is_detcore_checkpoint,
-            read_checkpoint,
-            set_rng_state,
-        )
+        from detcore.engine.checkpoint import check_checkpoint_classes, is_detcore_checkpoint
+        from detcore.engine.rng import set_rng_state
+        from detcore.weights import read_checkpoint
 
         r = self.runner
         path = self.resume_path

@@ -252,8 +252,8 @@ class Runner:
 
     def _setup_model(self) -> None:
         from detcore.engine.build import build_model, wrap_model
-        from detcore.engine.checkpoint import load_weights
         from detcore.models.pretrained import skip_pretrained
+        from detcore.weights import load_weights
 
         cfg = self.cfg
         # When every weight is overwritten right after building, the model's

@@ -9,12 +9,18 @@ import contextlib
 import contextvars
 import logging
 import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
 from detcore.errors import CheckpointError, ConfigCheckError
 from detcore.models import names
+from detcore.weights import (
+    check_fit,
+    fit_problems,
+    load_matching,
+    read_state_dict,
+    upgrade_legacy_keys,
+)
 
 log = logging.getLogger("detcore")
 
@@ -76,37 +82,6 @@ def torchvision_state_dict(full_name: str) -> tuple[dict, str]:
     return state, str(path)
 
 
-def read_state_dict(path: str | os.PathLike, what: str = "weights") -> dict:
-    """A state dict from a local file: a bare state dict, or a checkpoint
-    with a ``state_dict`` or ``model`` entry."""
-    import torch
-
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise CheckpointError(
-            f"{what} file '{path}' does not exist. Give a path to a state-dict file "
-            f"(torch.save(model.state_dict(), path)) or a torchvision weights name."
-        )
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise CheckpointError(
-            f"{what} file '{path}' cannot be loaded ({type(exc).__name__}: {first}); it is "
-            f"truncated, corrupt or not written by torch.save."
-        ) from None
-    if isinstance(obj, dict):
-        for key in ("state_dict", "model"):
-            if isinstance(obj.get(key), dict):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict) or not any(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(
-            f"{what} file '{path}' holds {type(obj).__name__}, not a state dict (a dict of tensors)."
-        )
-    return obj
-
-
 _PREFIXES = ("module.", "backbone.body.", "body.", "backbone.")
 
 
@@ -137,24 +112,8 @@ def load_backbone_weights(model, weights: str, arch: str | None, *, head_prefixe
         state, source = torchvision_state_dict(full)
     own = model.state_dict()
     state = _strip_prefix(state, own)
-    # FrozenBatchNorm2d has no num_batches_tracked; BatchNorm2d files do.
-    ignorable = ("num_batches_tracked",)
-    missing = [k for k in own if k not in state and not k.startswith(head_prefixes)
-               and not k.endswith(ignorable)]
-    unexpected = [k for k in state if k not in own and not k.endswith(ignorable)]
-    shape = [
-        f"{k} ({list(state[k].shape)} in file, {list(own[k].shape)} in model)"
-        for k in own
-        if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)
-    ]
-    if missing or unexpected or shape:
-        parts = []
-        if shape:
-            parts.append(f"shapes differ for {len(shape)} tensors (e.g. {'; '.join(shape[:3])})")
-        if missing:
-            parts.append(f"{len(missing)} tensors missing (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected tensors (e.g. {', '.join(unexpected[:3])})")
+    parts = fit_problems(own, state, missing_exempt=head_prefixes)
+    if parts:
         raise CheckpointError(
             f"backbone weights '{source}' do not fit the {arch or type(model).__name__} backbone: "
             f"{'; '.join(parts)}. The file must hold the state dict of the same architecture "
@@ -165,78 +124,12 @@ def load_backbone_weights(model, weights: str, arch: str | None, *, head_prefixe
     return source
 
 
-# torchvision renamed some detection layers when it moved to
-# Conv2dNormActivation; its modules rename old keys in _load_from_state_dict
-# hooks. Checkpoints published before that (the COCO_V1 files among them)
-# carry the old names, so keys are upgraded the same way before comparing.
-_LEGACY_RULES = [
-    (re.compile(r"^(.*\.(?:inner|layer)_blocks\.\d+)\.(weight|bias)$"), lambda m: f"{m[1]}.0.{m[2]}"),
-    (re.compile(r"^(.*rpn\.head\.conv)\.(weight|bias)$"), lambda m: f"{m[1]}.0.0.{m[2]}"),
-    (re.compile(r"^(.*mask_head)\.mask_fcn(\d+)\.(weight|bias)$"),
-     lambda m: f"{m[1]}.{int(m[2]) - 1}.0.{m[3]}"),
-    (re.compile(r"^(.*(?:classification|regression)_head\.conv)\.(\d+)\.(weight|bias)$"),
-     lambda m: f"{m[1]}.{int(m[2]) // 2}.0.{m[3]}" if int(m[2]) % 2 == 0 else m[0]),
-]
-
-
-def upgrade_legacy_keys(state: dict, model) -> dict:
-    """``state`` with torchvision's pre-0.13 detection key names renamed to
-    the current ones where that makes them fit ``model`` (what torchvision's
-    own ``_load_from_state_dict`` hooks do)."""
-    own = model.state_dict()
-    if all(k in own for k in state):
-        return state
-    out = {}
-    for key, value in state.items():
-        if key not in own:
-            for pattern, rename in _LEGACY_RULES:
-                m = pattern.match(key)
-                if m and rename(m) in own and rename(m) not in state:
-                    key = rename(m)
-                    break
-        out[key] = value
-    return out
-
-
-def check_fit(model, state: dict, source: str, what: str) -> None:
-    """Raise :class:`CheckpointError` unless ``state`` fits ``model`` key for
-    key, apart from the class-dependent layers (``model.class_layers``, key
-    prefixes), whose shapes may differ when ``num_classes`` does."""
-    own = model.state_dict()
-    class_layers = tuple(getattr(model, "class_layers", ()))
-    ignorable = ("num_batches_tracked",)  # BatchNorm vs FrozenBatchNorm2d
-    shape = [
-        f"{k} ({list(v.shape)} in file, {list(own[k].shape)} in model)"
-        for k, v in state.items()
-        if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)
-        and not k.startswith(class_layers)
-    ]
-    missing = [k for k in own if k not in state and not k.endswith(ignorable)]
-    unexpected = [k for k in state if k not in own and not k.endswith(ignorable)]
-    if shape or missing or unexpected:
-        parts = []
-        if shape:
-            parts.append(f"shapes differ for {len(shape)} tensors (e.g. {'; '.join(shape[:3])})")
-        if missing:
-            parts.append(f"{len(missing)} model tensors are not in the file (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} tensors of the file are not in the model (e.g. "
-                         f"{', '.join(unexpected[:3])})")
-        raise CheckpointError(
-            f"{what} '{source}' do not fit this {type(model).__name__}: {'; '.join(parts)}. Only the "
-            f"class-dependent layers ({', '.join(class_layers) or 'none'}) may differ; use weights of "
-            f"the same architecture (backbone, neck, heads, variant)."
-        )
-
-
 def load_detector_weights(model, detector: str, weights: str, arch: str | None, variant: str):
     """Load torchvision COCO weights (or a local file) into a built-in
     detector with :func:`detcore.weights.load_matching`: the class-dependent
     layers are skipped (and reported) when ``num_classes`` differs; anything
     else that does not fit is an error naming the file. Returns the
     :class:`~detcore.weights.LoadReport`."""
-    from detcore.weights import load_matching
-
     if names.looks_like_path(weights):
         state = read_state_dict(weights, "detector weights")
         source = str(Path(weights).expanduser())

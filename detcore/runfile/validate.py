@@ -11,8 +11,9 @@ import typing
 
 import attrs
 
-from detcore.catalog import Catalog, type_problem
+from detcore.catalog import Catalog
 from detcore.errors import ConfigCheckError, RunFileError, did_you_mean, shorten
+from detcore.runfile.components import type_problem, validate_component
 from detcore.runfile.loader import RawRunFile
 from detcore.runfile.schema import RunConfig
 
@@ -83,15 +84,15 @@ def check_components(
             file=str(raw.path),
             key="model",
         )
-    catalog.validate("detector", cfg.model, "model", file_of=raw.file_of)
+    validate_component(catalog, "detector", cfg.model, "model", file_of=raw.file_of)
     for split in splits:
         table = getattr(cfg.data, split)
         if table is not None:
-            catalog.validate("dataset", table, f"data.{split}", file_of=raw.file_of)
+            validate_component(catalog, "dataset", table, f"data.{split}", file_of=raw.file_of)
     for i, table in enumerate(cfg.metrics):
-        catalog.validate("metric", table, f"metrics[{i}]", file_of=raw.file_of)
+        validate_component(catalog, "metric", table, f"metrics[{i}]", file_of=raw.file_of)
     for i, table in enumerate(cfg.hooks):
-        catalog.validate("runner_hook", table, f"hooks[{i}]", file_of=raw.file_of)
+        validate_component(catalog, "runner_hook", table, f"hooks[{i}]", file_of=raw.file_of)
 
 
 def resolved_dict(cfg: RunConfig) -> dict:

@@ -15,6 +15,7 @@ from torchvision import tv_tensors
 from detcore.catalog import Catalog
 from detcore.errors import RunFileError
 from detcore.plugins import get_plugin_manager
+from detcore.runfile.components import validate_component
 
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")
 
@@ -123,7 +124,7 @@ def test_transforms_from_the_catalog_apply_to_voc_items(tmp_path):
     catalog = Catalog.from_plugin_manager(get_plugin_manager())
     table = {"type": "voc", "root": str(tmp_path), "split": "train",
              "transforms": [{"type": "resize", "size": 12}]}  # fmt: skip
-    catalog.validate("dataset", table, "data.train")
+    validate_component(catalog, "dataset", table, "data.train")
     ds = catalog.build("dataset", table, path="data.train")
     image, target = ds[0]
     assert tuple(image.shape[-2:]) == (12, 16)
@@ -149,7 +150,7 @@ def test_run_file_checks(catalog, tmp_path):
     assert (component.plugin, component.distribution) == ("voc", "detcore-voc")
     _write(tmp_path, "a", _obj("dog", (1, 1, 10, 10)))
     (tmp_path / "ImageSets/Main/train.txt").write_text("a\n")
-    catalog.validate("dataset", {"type": "voc", "root": str(tmp_path), "split": "train"}, "data.train")
+    validate_component(catalog, "dataset", {"type": "voc", "root": str(tmp_path), "split": "train"}, "data.train")
     cases = [
         ({"root": str(tmp_path / "nope")}, "data.train.root", "not found"),
         ({"root": str(tmp_path), "split": "trian"}, "data.train.split", "did you mean 'train'"),
@@ -158,10 +159,10 @@ def test_run_file_checks(catalog, tmp_path):
     ]
     for args, key, needle in cases:
         with pytest.raises(RunFileError) as info:
-            catalog.validate("dataset", {"type": "voc", **args}, "data.train")
+            validate_component(catalog, "dataset", {"type": "voc", **args}, "data.train")
         assert info.value.key == key and needle in str(info.value)
     with pytest.raises(RunFileError, match="iou_thr must be in"):
-        catalog.validate("metric", {"type": "voc", "iou_thr": 1.5}, "metrics[0]")
+        validate_component(catalog, "metric", {"type": "voc", "iou_thr": 1.5}, "metrics[0]")
     metric = catalog.build("metric", {"type": "voc", "iou_thr": 0.6})
     assert metric.iou_thr == 0.6
     os.stat(tmp_path)  # the folder is untouched by checks
