@@ -171,7 +171,7 @@ class DetcorePluginManager(pluggy.PluginManager):
                         f"would hide that module. Rename the plugin file."
                     ) from None
             missing = (
-                f"plugin module '{module_name}' ({where}) not found: there is no {module_name.partition('.')[0]}.py "
+                f"plugin module '{module_name}' not found ({where}): there is no {module_name.partition('.')[0]}.py "
                 f"or package {module_name.partition('.')[0]}/ in {', '.join(map(str, folders))}"
             )
             top = module_name.partition(".")[0]

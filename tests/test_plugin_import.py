@@ -144,7 +144,7 @@ def test_a_run_file_plugin_is_not_taken_from_the_current_directory(tree, monkeyp
     run_file = write_run(runs, "fx_in_cwd")
     with pytest.raises(RunFileError) as info:
         load_run(run_file, pm=get_plugin_manager(entrypoints=False))
-    assert "not found: there is no fx_in_cwd.py or package fx_in_cwd/ in " + str(runs) in str(info.value)
+    assert "not found (named in a run file): there is no fx_in_cwd.py or package fx_in_cwd/ in " + str(runs) in str(info.value)
     # `python -m detcore` puts the current directory on sys.path: still refused.
     monkeypatch.syspath_prepend(str(cwd))
     with pytest.raises(RunFileError, match="is in the current directory, where a run file's plugins are not looked up"):
@@ -159,7 +159,7 @@ def test_dash_p_loads_from_the_current_directory_without_touching_sys_path(tree)
     before = list(sys.path)
     pm = get_plugin_manager(["fx_dash_p"], entrypoints=False)
     assert pm.has_plugin("fx_dash_p") and sys.path == before
-    with pytest.raises(PluginError, match="not found: .* and it is not an installed module"):
+    with pytest.raises(PluginError, match=r"not found \(-p fx_dash_q\): .* and it is not an installed module"):
         get_plugin_manager(["fx_dash_q"], entrypoints=False)
 
 

@@ -29,7 +29,7 @@ import os
 import time
 from pathlib import Path
 
-from detcore.engine import dist
+from detcore.engine import dist, workdir
 from detcore.engine.batches import batch_to_device, target_to_device  # noqa: F401 - target_to_device: its old home
 from detcore.engine.checkpointer import RunCheckpointer
 from detcore.engine.schedule import Due, Schedule
@@ -142,9 +142,9 @@ class Runner:
             setup_logger,
         )
 
-        if self.is_main:
-            self.work_dir.mkdir(parents=True, exist_ok=True)
-        dist.barrier()
+        # One live run per work dir, never over another run's files.
+        claim = workdir.take(self.work_dir, resume=bool(self.resume_from), is_main=self.is_main)
+        self._restore.append(claim.release)
         stamp = time.strftime("%Y%m%d_%H%M%S")
         self.logger, self.log_file = setup_logger(self.work_dir, stamp, is_main=self.is_main, rank=self.rank)
         self._scalars = ScalarWriter(self.work_dir / "scalars.jsonl" if self.is_main else None)
@@ -154,6 +154,7 @@ class Runner:
         env["device"] = str(device)
         self.logger.info("detcore train %s -> work dir %s (log %s)", self.run.path, self.work_dir, self.log_file)
         self.logger.info(format_environment(env))
+        claim.report(self.logger)
         if self.is_main:
             from detcore.runfile import resolved_dict
             from detcore.runfile.toml_writer import dumps

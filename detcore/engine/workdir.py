@@ -21,15 +21,19 @@ import sys
 import time
 from pathlib import Path
 
+import attrs
+
 from detcore.errors import DetcoreError
 
-__all__ = ["LOCK_NAME", "WorkDirError", "WorkDirLock", "claim", "previous_run", "remove_stale_temp_files"]
+__all__ = ["LOCK_NAME", "Claim", "WorkDirError", "WorkDirLock", "claim", "previous_run", "remove_stale_temp_files", "take"]
 
 LOCK_NAME = ".detcore.lock"
 # atomic_save's temporary files: ``.iter_8.pth.tmp<pid>``, ``.latest.json.tmp<pid>``.
 _TEMP = re.compile(r"\.(?P<name>.+)\.tmp(?P<pid>\d+)")
-# The files a run writes that a new run would overwrite, rotate or append to.
-_RUN_FILES = re.compile(r"latest\.json|resolved\.toml|env\.json|scalars\.jsonl|(epoch|iter)_\d+\.pth|best_.+\.pth")
+# A run that trained: its checkpoints and logged iterations. (A run that
+# failed during setup leaves only resolved.toml, env.json and its log: a new
+# run may replace the first two.)
+_RUN_FILES = re.compile(r"latest\.json|scalars\.jsonl|(epoch|iter)_\d+\.pth|best_.+\.pth")
 
 
 class WorkDirError(DetcoreError):
@@ -170,8 +174,8 @@ class WorkDirLock:
 
 
 def previous_run(work_dir: str | Path) -> str | None:
-    """A description of the run whose files ``work_dir`` holds, or ``None``
-    when a new run would overwrite nothing (empty, or only logs)."""
+    """A description of the run that trained in ``work_dir`` (checkpoints
+    or logged iterations), or ``None`` when there is none."""
     work_dir = Path(work_dir)
     if not work_dir.is_dir():
         return None
@@ -236,3 +240,37 @@ def claim(work_dir: str | Path, *, resume: bool) -> tuple[WorkDirLock, list[Path
         lock.release()
         raise
     return lock, removed
+
+
+@attrs.frozen
+class Claim:
+    """What :func:`take` got: the lock (rank 0 only) and the stale temporary
+    files it removed."""
+
+    lock: WorkDirLock | None
+    removed: tuple[Path, ...] = ()
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+
+    def report(self, logger) -> None:
+        for p in self.removed:
+            logger.info("removed %s, left by a checkpoint write that was killed", p)
+
+
+def take(work_dir: str | Path, *, resume: bool, is_main: bool) -> Claim:
+    """:func:`claim` on rank 0, called by every rank of a run: a refusal is
+    raised on every rank, so none is left waiting for the others."""
+    from detcore.engine import dist
+
+    lock, removed, error = None, [], None
+    if is_main:
+        try:
+            lock, removed = claim(work_dir, resume=resume)
+        except WorkDirError as exc:
+            error = str(exc)
+    error = dist.broadcast_object(error)
+    if error is not None:
+        raise WorkDirError(error)
+    return Claim(lock, tuple(removed))

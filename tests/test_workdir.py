@@ -1,0 +1,266 @@
+"""One run per work dir (issue 16, items 1 and 4): a live run holds a lock, a
+new run is refused over a run that trained there unless it resumes, a lock
+or temporary file left by a killed process blocks nothing and is cleaned up,
+and no run deletes or overwrites another's files. Real ``detcore train``
+processes, real SIGKILL."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "runner_plugins"))
+
+from runner_testutil import HERE, cli, scalars, write_run  # noqa: E402
+
+from detcore.engine.checkpoint import CheckpointFiles, find_resume  # noqa: E402
+from detcore.engine.workdir import (  # noqa: E402
+    LOCK_NAME,
+    WorkDirError,
+    WorkDirLock,
+    claim,
+    remove_stale_temp_files,
+)
+
+# A runner hook that holds a run after an iteration until the test says go:
+# the test can act while the run is certainly alive and mid-training.
+GATE = '''\
+import time
+from pathlib import Path
+
+from detcore import hookimpl
+
+
+class Gate:
+    def __init__(self, at_iter, folder):
+        self.at_iter, self.folder = at_iter, Path(folder)
+
+    @hookimpl
+    def detcore_after_train_iter(self, runner, iteration, losses):
+        if runner.iter == self.at_iter:
+            (self.folder / "waiting").touch()
+            deadline = time.time() + 180
+            while not (self.folder / "go").exists() and time.time() < deadline:
+                time.sleep(0.05)
+
+
+def gate(at_iter: int, folder: str):
+    """Wait after iteration ``at_iter`` until ``folder/go`` exists."""
+    return Gate(at_iter, folder)
+
+
+@hookimpl
+def detcore_runner_hooks():
+    return {"gate": gate}
+'''
+
+
+def make_runs(tmp_path: Path, *, max_iters: int = 6) -> tuple[Path, Path]:
+    """``gated.toml`` (stops after iteration 3 until ``go``) and ``plain.toml``;
+    checkpoints every 2 iterations, the newest 2 kept."""
+    (tmp_path / "fx_gate.py").write_text(GATE)
+    plain = write_run(tmp_path, schedule=f"max_iters = {max_iters}", ckpt_interval=2, name="plain.toml")
+    text = plain.read_text().replace("keep = -1", "keep = 2")
+    text = text.replace('plugins = ["runner_testkit"]', 'plugins = ["runner_testkit", "fx_gate"]')
+    plain.write_text(text)
+    gated = tmp_path / "gated.toml"
+    gated.write_text(text + f'\n[[hooks]]\ntype = "gate"\nat_iter = 3\nfolder = "{tmp_path.as_posix()}"\n')
+    return gated, plain
+
+
+def detcore_argv(*argv: str) -> list[str]:
+    return [sys.executable, "-m", "detcore", *argv]
+
+
+def env() -> dict:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = os.pathsep.join([str(HERE), e.get("PYTHONPATH", "")])
+    e["OMP_NUM_THREADS"] = "1"
+    return e
+
+
+def run(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(detcore_argv(*argv), cwd=cwd, env=env(), capture_output=True, text=True, timeout=300)
+
+
+def start(*argv: str, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(detcore_argv(*argv), cwd=cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended early ({proc.returncode}): {proc.stderr.read()}")
+        assert time.time() < deadline, f"{path} did not appear"
+        time.sleep(0.05)
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+# ----------------------------------------------------------------------
+# the lock and the clean-up, in this process
+# ----------------------------------------------------------------------
+
+
+def test_lock_names_its_holder_and_a_dead_holder_blocks_nothing(tmp_path):
+    w = tmp_path / "w"
+    with WorkDirLock(w) as lock:
+        holder = json.loads((w / LOCK_NAME).read_text())
+        assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
+        with pytest.raises(WorkDirError) as info:
+            WorkDirLock(w).acquire()  # a second open file: flock refuses it
+        assert f"in use by another detcore run: pid {os.getpid()} on host {socket.gethostname()}" in str(info.value)
+        assert lock.held
+    assert not (w / LOCK_NAME).exists()
+    # A lock file whose writer was killed (flock gone with the process, its
+    # details left behind) does not block.
+    (w / LOCK_NAME).write_text(json.dumps({"pid": dead_pid(), "host": socket.gethostname()}))
+    with WorkDirLock(w):
+        assert json.loads((w / LOCK_NAME).read_text())["pid"] == os.getpid()
+
+
+def test_lock_without_flock_uses_pid_and_host(tmp_path):
+    # File systems without flock: the lock file alone, stale when its pid is
+    # gone on this host; another host's lock cannot be checked and blocks.
+    w = tmp_path / "w"
+    w.mkdir()
+    lock = WorkDirLock(w)
+    (w / LOCK_NAME).write_text(json.dumps({"pid": dead_pid(), "host": socket.gethostname()}))
+    lock._acquire_by_pid()
+    assert json.loads((w / LOCK_NAME).read_text())["pid"] == os.getpid()
+    with pytest.raises(WorkDirError, match=f"pid {os.getpid()} on host"):
+        WorkDirLock(w)._acquire_by_pid()
+    lock.release()
+    (w / LOCK_NAME).write_text(json.dumps({"pid": 1, "host": "elsewhere"}))
+    with pytest.raises(WorkDirError, match=f"pid 1 on host elsewhere.*delete {w / LOCK_NAME}"):
+        WorkDirLock(w)._acquire_by_pid()
+
+
+def test_a_killed_checkpoint_write_leaves_a_temp_file_the_next_run_removes(tmp_path):
+    # A real writer, SIGKILLed while its checkpoint is written (blocked in
+    # fsync, after the bytes and before the rename).
+    w = tmp_path / "w"
+    code = textwrap.dedent(
+        f"""
+        import os, time, torch
+        from pathlib import Path
+        from detcore.engine.checkpoint import atomic_save
+        def fsync(fd):
+            Path({str(tmp_path)!r}, "in_fsync").touch()
+            time.sleep(600)
+        os.fsync = fsync
+        atomic_save({{"model": {{"w": torch.zeros(1000)}}}}, Path({str(w)!r}) / "iter_8.pth")
+        """
+    )
+    writer = subprocess.Popen([sys.executable, "-c", code], env=env())
+    deadline = time.time() + 120
+    while not (tmp_path / "in_fsync").exists():
+        assert writer.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    left = w / f".iter_8.pth.tmp{writer.pid}"
+    assert left.exists() and not (w / "iter_8.pth").exists()
+    # Never counted as a checkpoint.
+    assert CheckpointFiles(w).candidates() == [] and find_resume(w) is None
+    # A live writer's file stays (this process's parent is alive).
+    live = w / f".iter_9.pth.tmp{os.getppid()}"
+    live.write_bytes(b"x")
+    lock, removed = claim(w, resume=False)
+    lock.release()
+    assert removed == [left] and not left.exists() and live.exists()
+    assert remove_stale_temp_files(w) == []
+
+
+def test_a_second_run_after_a_finished_one_is_refused_unless_it_resumes(tmp_path, capsys):
+    _, plain = make_runs(tmp_path, max_iters=4)
+    w = tmp_path / "w"
+    assert cli("train", str(plain), "--work-dir", str(w)) == 0
+    before = snapshot(w)
+    capsys.readouterr()
+    assert cli("train", str(plain), "--work-dir", str(w)) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"detcore: error: work dir {w} already holds a run")
+    assert "iter_4.pth" in err and "--resume auto" in err
+    assert snapshot(w) == before  # not one byte written, no log file added
+    # --resume auto continues that run from its newest checkpoint.
+    more = plain.with_name("more.toml")
+    more.write_text(plain.read_text().replace("max_iters = 4", "max_iters = 6"))
+    assert cli("train", str(more), "--work-dir", str(w), "--resume", "auto") == 0
+    assert f"resumed from {w / 'iter_4.pth'}" in capsys.readouterr().out
+    assert [r["iter"] for r in scalars(w)] == [1, 2, 3, 4, 5, 6]
+
+
+# ----------------------------------------------------------------------
+# real concurrent `detcore train` processes
+# ----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_two_live_runs_in_one_work_dir(tmp_path):
+    gated, plain = make_runs(tmp_path)
+    w = tmp_path / "w"
+    first = start("train", str(gated), "--work-dir", "w", cwd=tmp_path)
+    try:
+        wait_for(tmp_path / "waiting", first)  # alive, after iteration 3, iter_2.pth written
+        during = snapshot(w)
+        second = run("train", str(plain), "--work-dir", "w", cwd=tmp_path)
+        assert second.returncode == 1, second.stdout + second.stderr
+        assert second.stderr.count("\n") == 1, second.stderr
+        assert second.stderr.startswith(
+            f"detcore: error: work dir w is in use by another detcore run: pid {first.pid} on host {socket.gethostname()}"
+        )
+        # Resuming is refused the same way while the run is alive.
+        assert run("train", str(plain), "--work-dir", "w", "--resume", "auto", cwd=tmp_path).returncode == 1
+        assert snapshot(w) == during
+    finally:
+        (tmp_path / "go").touch()
+        out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, out + err
+    # The first run's files are its own: 6 iterations logged once, keep = 2.
+    assert [r["iter"] for r in scalars(w)] == [1, 2, 3, 4, 5, 6]
+    assert sorted(p.name for p in w.glob("*.pth")) == ["iter_4.pth", "iter_6.pth"]
+    assert not (w / LOCK_NAME).exists()
+
+
+@pytest.mark.slow
+def test_a_sigkilled_run_blocks_nothing(tmp_path):
+    gated, plain = make_runs(tmp_path)
+    k = tmp_path / "k"
+    victim = start("train", str(gated), "--work-dir", "k", cwd=tmp_path)
+    wait_for(tmp_path / "waiting", victim)
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate(timeout=60)
+    assert json.loads((k / LOCK_NAME).read_text())["pid"] == victim.pid  # left behind
+    # A checkpoint write killed earlier left its temp file.
+    stale = k / f".iter_4.pth.tmp{dead_pid()}"
+    stale.write_bytes(b"\0" * 1000)
+    # Not blocked by the lock: refused because the run there trained...
+    fresh = run("train", str(plain), "--work-dir", "k", cwd=tmp_path)
+    assert fresh.returncode == 1 and "already holds a run (checkpoints (iter_2.pth)" in fresh.stderr, fresh.stderr
+    # ...and resumed from its checkpoint with --resume auto.
+    resumed = run("train", str(plain), "--work-dir", "k", "--resume", "auto", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"resumed from {Path('k') / 'iter_2.pth'}" in resumed.stdout
+    assert f"removed {Path('k') / stale.name}" in resumed.stdout and not stale.exists()
+    assert not (k / LOCK_NAME).exists()
+    assert sorted(p.name for p in k.glob("*.pth")) == ["iter_4.pth", "iter_6.pth"]
