@@ -59,6 +59,12 @@ PUBLIC: dict[str, str] = {
     "draw_detections": "detcore.visualize",
     "save_image": "detcore.visualize",
     "class_color": "detcore.visualize",
+    # The Python API (docs/python.md); torch is imported on first use.
+    "Detector": "detcore.detector",
+    "Prediction": "detcore.predictions",
+    "TrainResult": "detcore.api",
+    "train": "detcore.api",
+    "test": "detcore.api",
 }
 
 __all__ = ["__version__", "hookimpl", "hookspec", *PUBLIC]

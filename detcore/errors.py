@@ -81,6 +81,13 @@ def shorten(text: object, limit: int = SHORTEN_LIMIT) -> str:
     return f"{text[:keep]}… ({len(text)} characters)"
 
 
+class ImageInputError(DetcoreError):
+    """An image given to :meth:`detcore.Detector.predict` that is not one
+    (wrong type, shape or value range)."""
+
+    exit_code = 1
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """Return `` (did you mean 'x'?)`` for the closest choice, or ``""``."""
     word = str(word)

@@ -42,6 +42,7 @@ def load_run(
     *,
     pm=None,
     data_splits: Sequence[str] = ("train", "val", "test"),
+    text: str | None = None,
 ) -> Run:
     """Read, merge, override and validate a run file.
 
@@ -49,10 +50,12 @@ def load_run(
     given (tests, :mod:`detcore.testing`), that plugin manager is used as is,
     plus the run file's ``plugins`` list. Only the dataset tables of
     ``data_splits`` are checked (their checks read annotation files).
+    With ``text``, that TOML is the run file and ``path`` only names it (a
+    checkpoint's saved run file).
     """
     from detcore.plugins import get_plugin_manager
 
-    raw = load_raw(path, overrides)
+    raw = load_raw(path, overrides, text=text)
     modules = raw.data.get("plugins", [])
     if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
         raise RunFileError(

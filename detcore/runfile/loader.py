@@ -50,9 +50,12 @@ class RawRunFile:
         return str(self.path)
 
 
-def read_toml(path: Path) -> dict:
+def read_toml(path: Path, text: str | None = None) -> dict:
+    """The run file at ``path`` as data (``text``: that TOML instead of the
+    file's, with ``path`` naming it in errors)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        if text is None:
+            text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RunFileError("file not found", file=str(path)) from None
     except IsADirectoryError:
@@ -100,17 +103,22 @@ def too_deep(value: Any, limit: int = MAX_NESTING) -> str | None:
     return None
 
 
-def load_raw(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RawRunFile:
-    """Read ``path`` with its ``extends`` chain and apply ``--set`` overrides."""
+def load_raw(
+    path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, text: str | None = None
+) -> RawRunFile:
+    """Read ``path`` with its ``extends`` chain and apply ``--set`` overrides.
+
+    With ``text``, that TOML is parsed instead of the file (the run file a
+    checkpoint carries); ``path`` then only names it in errors."""
     path = Path(path)
     origins: dict[str, str] = {}
-    data = _load_with_bases(path, [], origins)
+    data = _load_with_bases(path, [], origins, text=text)
     for item in overrides:
         apply_override(data, item, origins)
     return RawRunFile(path=path, data=data, origins=origins)
 
 
-def _load_with_bases(path: Path, stack: list[Path], origins: dict) -> dict:
+def _load_with_bases(path: Path, stack: list[Path], origins: dict, *, text: str | None = None) -> dict:
     resolved = path.resolve()
     if len(stack) >= MAX_EXTENDS:
         raise RunFileError(
@@ -126,7 +134,7 @@ def _load_with_bases(path: Path, stack: list[Path], origins: dict) -> dict:
             file=str(stack[-1]),
             key="extends",
         )
-    data = read_toml(path)
+    data = read_toml(path, text)
     bases = data.pop("extends", [])
     if isinstance(bases, str):
         bases = [bases]

@@ -37,6 +37,12 @@ def _value(v) -> str:
     raise TypeError(f"cannot write {type(v).__name__} to TOML")
 
 
+def toml_value(v) -> str:
+    """``v`` (number, string, boolean, array or inline table) as a TOML value,
+    e.g. for a ``--set KEY=VALUE`` override."""
+    return _value(v)
+
+
 def _is_table_array(v) -> bool:
     return isinstance(v, list) and bool(v) and all(isinstance(x, dict) for x in v)
 
