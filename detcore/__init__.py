@@ -62,6 +62,7 @@ PUBLIC: dict[str, str] = {
     # The Python API (docs/python.md); torch is imported on first use.
     "Detector": "detcore.detector",
     "Prediction": "detcore.predictions",
+    "ImageInputError": "detcore.errors",
     "TrainResult": "detcore.api",
     "train": "detcore.api",
     "test": "detcore.api",

@@ -177,15 +177,16 @@ def test_run(
     echo: Callable[[str], None] | None = None,
 ) -> dict[str, float]:
     """:func:`test` for a loaded :class:`detcore.runfile.Run`; ``echo``
-    receives the report lines (main process only)."""
+    receives the report lines (main process only): what is evaluated, each
+    metric's own summary, the files written."""
     import logging
 
-    from detcore.cli.inference import cat_ids_of, class_names_of, load_model, split_table
+    from detcore.cli.inference import class_names_of, load_model, split_table
     from detcore.engine import dist
     from detcore.engine.build import build_dataset, build_metrics
-    from detcore.engine.checkpoint import check_checkpoint_classes, read_checkpoint
+    from detcore.engine.checkpoint import check_checkpoint_classes
     from detcore.engine.evaluation import evaluate
-    from detcore.predictions import coco_results
+    from detcore.weights import read_checkpoint
 
     if batch_size is not None and batch_size < 1:
         raise DetcoreError(f"batch size must be >= 1, got {batch_size}")
@@ -211,14 +212,15 @@ def test_run(
         # would score labels against the wrong classes: refuse before predicting.
         check_checkpoint_classes(ckpt, dataset, split=split, name=str(checkpoint))
         model, _ = load_model(run, checkpoint, device, checkpoint_dict=ckpt)
-        metrics = build_metrics(run)
-        collector = _PredictionCollector() if out is not None else None
+        metrics = [RecordedMetric(m) for m in build_metrics(run)]
+        collector = PredictionCollector() if out is not None else None
         class_names = list(getattr(dataset, "class_names", []) or class_names_of(ckpt) or [])
-        show = _ShowWriter(Path(show_dir), class_names, show_score_thr) if show_dir is not None else None
+        show = ShowWriter(Path(show_dir), class_names, show_score_thr) if show_dir is not None else None
         if not metrics and collector is None and show is None:
             raise DetcoreError(
-                f"{run.path} has no [[metrics]] table and no predictions file or drawing folder was "
-                f"asked for: nothing to compute. Add e.g. [[metrics]] type = \"coco\"."
+                f"{run.path} has no [[metrics]] table and neither out (--out) nor show_dir (--show-dir) "
+                f"was given: nothing to compute. Add a [[metrics]] table; installed metrics: "
+                f"{', '.join(run.catalog.names('metric')) or 'none'}."
             )
         say(f"detcore test: {checkpoint} on data.{split} ({len(dataset)} images, "
             f"{info.world_size} process(es), {device})")
@@ -236,21 +238,11 @@ def test_run(
         )
         say(f"evaluated in {time.perf_counter() - t0:.1f} s")
         if metrics:
-            from detcore.cli.test import format_results
-
-            say(format_results(results))
+            say(format_results(metrics, results))
         if collector is not None and info.is_main:
-            out = Path(out)
-            cat_ids = getattr(dataset, "cat_ids", None)
-            if cat_ids is None:
-                cat_ids = cat_ids_of(ckpt)
-            bbox, segm = coco_results(collector.predictions or [], None if cat_ids is None else list(cat_ids))
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(bbox))
-            say(f"wrote {len(bbox)} box predictions to {out} (COCO results format)")
-            if segm:
-                segm_path(out).write_text(json.dumps(segm))
-                say(f"wrote {len(segm)} mask predictions to {segm_path(out)}")
+            written = write_predictions([m.metric for m in metrics], collector.predictions or [], dataset, Path(out))
+            for line in written:
+                say(f"wrote {line}")
         if show is not None:
             total = sum(dist.all_gather_object(show.written)) if info.distributed else show.written
             say(f"wrote {total} drawn image(s) to {show_dir}")
@@ -260,15 +252,9 @@ def test_run(
         dist.cleanup()
 
 
-def segm_path(out: Path) -> Path:
-    """Where ``test(out=FILE)`` writes mask predictions: ``FILE`` with ``.segm.json``."""
-    name = out.name[: -len(".json")] if out.name.endswith(".json") else out.name
-    return out.with_name(name + ".segm.json")
-
-
-class _PredictionCollector:
+class PredictionCollector:
     """A metric that computes nothing and keeps the gathered predictions:
-    through it ``out`` gets exactly what the configured metrics scored."""
+    through it ``--out`` gets exactly what the configured metrics scored."""
 
     def __init__(self) -> None:
         self.predictions: list[dict] | None = None
@@ -278,7 +264,7 @@ class _PredictionCollector:
         return {}
 
 
-class _ShowWriter:
+class ShowWriter:
     """Draws each evaluated batch (on the image the model saw) as it comes."""
 
     def __init__(self, out_dir: Path, class_names: list[str], score_thr: float):
@@ -289,22 +275,71 @@ class _ShowWriter:
         out_dir.mkdir(parents=True, exist_ok=True)
 
     def __call__(self, batch, outputs) -> None:
-        from detcore.cli.inference import image_to_uint8
-        from detcore.visualize import draw_detections, save_image
+        from detcore.visualize import draw_detections, image_to_uint8, save_image
 
         images, targets = batch
-        for img, target, pred in zip(images, targets, outputs):
-            keep = pred["scores"] >= self.score_thr
+        for img, target, out in zip(images, targets, outputs):
+            keep = out["scores"] >= self.score_thr
             uint8 = image_to_uint8(img.detach().cpu())
-            masks = pred.get("masks")
+            masks = out.get("masks")
             drawn = draw_detections(
-                uint8, pred["boxes"][keep], pred["labels"][keep], pred["scores"][keep], self.class_names,
+                uint8, out["boxes"][keep], out["labels"][keep], out["scores"][keep], self.class_names,
                 masks=None if masks is None else masks[keep],
             )
             image_id = target.get("image_id", target.get("_index"))
             image_id = int(image_id.item() if hasattr(image_id, "item") else image_id)
             save_image(drawn, self.out_dir / f"{image_id}.jpg")
             self.written += 1
+
+
+class RecordedMetric:
+    """A configured metric with the results of its last ``evaluate``, so that
+    its own ``summary`` gets exactly the numbers it computed."""
+
+    def __init__(self, metric) -> None:
+        self.metric = metric
+        self.results: dict[str, float] = {}
+
+    def evaluate(self, predictions, dataset) -> dict:
+        self.results = dict(self.metric.evaluate(predictions, dataset))
+        return self.results
+
+
+def format_results(recorded: list[RecordedMetric], results: dict[str, float]) -> str:
+    """Each metric's ``summary(results)`` (a name/value table for a metric
+    without one), then one line with every number for scripts."""
+    from detcore.engine.evaluation import format_metrics
+
+    blocks = []
+    for rec in recorded:
+        summary = getattr(rec.metric, "summary", None)
+        blocks.append(summary(rec.results) if callable(summary) else format_metrics(rec.results))
+    # One line with every number at full precision, easy to grep from logs.
+    blocks.append("metrics: " + " ".join(f"{k}={v:.4f}" for k, v in results.items()))
+    return "\n".join(blocks)
+
+
+def write_predictions(metrics: list, predictions: list[dict], dataset, out: Path) -> list[str]:
+    """``--out``: the first metric with a ``dump`` method writes the
+    predictions in its own results format; without one, detcore's JSON
+    (one record per image: ``image_id``, ``boxes`` xyxy in original
+    pixels, ``scores``, ``labels``). Returns one line per file written."""
+    for metric in metrics:
+        dump = getattr(metric, "dump", None)
+        if callable(dump):
+            return list(dump(predictions, dataset, out))
+    records = [
+        {
+            "image_id": int(p["image_id"]),
+            "boxes": p["boxes"].double().tolist(),
+            "scores": p["scores"].double().tolist(),
+            "labels": p["labels"].tolist(),
+        }
+        for p in predictions
+    ]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(records))
+    return [f"{out} ({len(records)} images, detcore predictions JSON)"]
 
 
 # ``from detcore import test`` in a pytest module must not be collected as a test.

@@ -154,8 +154,8 @@ class Detector:
         ``batch_size``: images per forward pass (default the run file's
         validation batch size).
         """
-        from detcore.engine.checkpoint import read_checkpoint
         from detcore.runfile import load_run
+        from detcore.weights import read_checkpoint
 
         ckpt = read_checkpoint(path)
         meta = ckpt.get("meta") if isinstance(ckpt.get("meta"), dict) else {}
@@ -183,11 +183,10 @@ class Detector:
         """The detector of a loaded :class:`detcore.runfile.Run` with
         ``checkpoint``'s weights (what ``detcore predict RUN.toml
         --checkpoint CKPT`` uses)."""
-        from types import SimpleNamespace
+        from detcore.cli.inference import load_model
+        from detcore.engine.dist_env import resolve_device
 
-        from detcore.cli.inference import load_model, pick_device
-
-        dev = pick_device(SimpleNamespace(device=device), run)
+        dev = resolve_device(str(device or run.cfg.device), fix="pass device=\"cpu\"")
         model, ckpt = load_model(run, checkpoint, dev, checkpoint_dict=checkpoint_dict)
         meta = ckpt.get("meta") if isinstance(ckpt.get("meta"), dict) else {}
         names = meta.get("class_names")

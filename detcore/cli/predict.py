@@ -40,87 +40,16 @@ def _warn(msg: str) -> None:
     print(f"detcore predict: {msg}", file=sys.stderr, flush=True)
 
 
-def prepare(image, pipeline, index: int):
-    """Apply the evaluation transforms to a uint8 image; returns the model input."""
-    import torch
-    from torchvision import tv_tensors
-
-    if pipeline is None:
-        return image
-    h, w = image.shape[-2:]
-    target = {
-        "boxes": tv_tensors.BoundingBoxes(torch.zeros(0, 4), format="XYXY", canvas_size=(h, w)),
-        "labels": torch.zeros(0, dtype=torch.int64),
-        "image_id": index,
-        "orig_size": (h, w),
-    }
-    out, _ = pipeline(tv_tensors.Image(image), target)
-    return out
-
-
-def to_original(det: dict, in_size: tuple[int, int], orig_size: tuple[int, int]) -> dict:
-    """Detections in the model input's pixels mapped back to the original
-    image (evaluation's mapping), boxes clamped to the image."""
-    from detcore.engine.evaluation import to_original as eval_to_original
-
-    oh, ow = orig_size
-    det = eval_to_original(det, in_size, {"image_id": 0, "orig_size": (oh, ow)})
-    det.pop("image_id", None)
-    det["boxes"] = det["boxes"].clone()
-    det["boxes"][:, 0::2] = det["boxes"][:, 0::2].clamp(0, ow)
-    det["boxes"][:, 1::2] = det["boxes"][:, 1::2].clamp(0, oh)
-    return det
-
-
-def _mask_rle(mask) -> dict | None:
-    try:
-        import numpy as np
-        from pycocotools import mask as mask_utils
-    except ImportError:
-        return None
-    m = (mask[0] > 0.5).numpy().astype(np.uint8)
-    rle = mask_utils.encode(np.asfortranarray(m))
-    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
-
-
-def detections_json(det: dict, class_names: list[str]) -> list[dict]:
-    out = []
-    for i in range(len(det["boxes"])):
-        label = int(det["labels"][i])
-        item = {
-            "box": [round(float(v), 2) for v in det["boxes"][i]],
-            "score": round(float(det["scores"][i]), 4),
-            "label": label,
-            "class": class_names[label] if 0 <= label < len(class_names) else str(label),
-        }
-        if "masks" in det:
-            rle = _mask_rle(det["masks"][i])
-            if rle is not None:
-                item["mask_rle"] = rle
-        out.append(item)
-    return out
-
-
 def run(args) -> int:
-    import torch
-
-    from detcore.cli.inference import (
-        class_names_of,
-        eval_pipeline,
-        load_model,
-        pick_device,
-    )
     from detcore.cli.inputs import collect_inputs, unique_stems
     from detcore.data.image_io import read_image
-    from detcore.engine.batches import image_to_float
-    from detcore.visualize import draw_detections, save_image
+    from detcore.detector import Detector
 
     if not 0.0 <= args.score_thr <= 1.0:
         raise UsageError(f"--score-thr must be in [0, 1], got {args.score_thr}")
     if args.batch_size is not None and args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     loaded = load_from_args(args, data_splits=())
-    device = pick_device(args, loaded)
     files, problems = collect_inputs(args.inputs, recursive=args.recursive)
     errors = [{"input": item, "error": reason} for item, reason in problems]
     for item, reason in problems:
@@ -128,14 +57,9 @@ def run(args) -> int:
     if not files:
         listed = "; ".join(f"{e['input']}: {e['error']}" for e in errors)
         raise DetcoreError(f"no image to predict on ({listed})")
-    model, ckpt = load_model(loaded, args.checkpoint, device)
-    class_names = class_names_of(ckpt)
-    if class_names is None:
-        num = loaded.cfg.model.get("num_classes")
-        class_names = [str(i) for i in range(num or 0)]
+    detector = Detector.from_run(loaded, args.checkpoint, device=args.device, batch_size=args.batch_size)
+    if not detector.meta.get("class_names"):
         _warn(f"checkpoint '{args.checkpoint}' records no class names; using class indices")
-    pipeline = eval_pipeline(loaded)
-    batch_size = args.batch_size or loaded.cfg.data.val_batch_size or loaded.cfg.data.batch_size
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     names = unique_stems(files)
@@ -143,41 +67,32 @@ def run(args) -> int:
     results = []
     n_dets = 0
     t_start = time.perf_counter()
-    for start in range(0, len(files), batch_size):
-        chunk = list(enumerate(files[start:start + batch_size], start))
+    for start in range(0, len(files), detector.batch_size):
+        # Each file is read here, not by Detector.predict, so that one broken
+        # file is reported and skipped while the others still run.
         ready = []
-        for i, path in chunk:
+        for i, path in enumerate(files[start:start + detector.batch_size], start):
             try:
-                image = read_image(path)
-                model_input = prepare(image, pipeline, i)
+                ready.append((i, str(path), read_image(path)))
             except DetcoreError as exc:
                 errors.append({"input": str(path), "error": str(exc)})
                 _warn(f"skipped '{path}': {exc}")
-                continue
-            ready.append((i, path, image, model_input))
         if not ready:
             continue
-        with torch.no_grad():
-            outputs = model([image_to_float(m, device) for _, _, _, m in ready])
-        for (i, path, image, model_input), det in zip(ready, outputs):
-            h, w = image.shape[-2:]
-            det = to_original(det, tuple(model_input.shape[-2:]), (h, w))
-            keep = det["scores"] >= args.score_thr
-            det = {k: v[keep] for k, v in det.items()}
-            n_dets += len(det["boxes"])
-            entry = {"file": str(path), "height": int(h), "width": int(w),
-                     "detections": detections_json(det, class_names)}
+        preds = detector._predict_read([img for _, _, img in ready], [p for _, p, _ in ready],
+                                       score_thr=args.score_thr, start_index=ready[0][0])
+        for (i, _, _), pred in zip(ready, preds):
+            n_dets += len(pred)
+            entry = pred.to_dict()
             if args.draw:
-                drawn = draw_detections(image, det["boxes"], det["labels"], det["scores"], class_names,
-                                        masks=det.get("masks"))
-                entry["drawn"] = str(save_image(drawn, out_dir / f"{names[i]}.{args.format}"))
+                entry["drawn"] = str(pred.save(out_dir / f"{names[i]}.{args.format}"))
             results.append(entry)
     elapsed = time.perf_counter() - t_start
 
     record = {
         "checkpoint": str(args.checkpoint),
         "run_file": str(loaded.path),
-        "class_names": class_names,
+        "class_names": list(detector.class_names),
         "score_thr": args.score_thr,
         "images": results,
         "errors": errors,

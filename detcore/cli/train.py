@@ -56,8 +56,20 @@ def _toml_str(s: str) -> str:
 
 
 def run(args) -> int:
+    """``--nproc N`` starts N local workers (each runs this again under the
+    launcher); otherwise this process trains (alone, or as one rank of a
+    torchrun/Slurm job) through :func:`detcore.train`'s own code."""
+    import sys
+
     args.overrides = [*args.overrides, *cli_overrides(args)]
     loaded = load_from_args(args)
-    from detcore.engine.train import train_from_args
+    argv = getattr(args, "argv", None) or sys.argv[1:]
+    if getattr(args, "nproc", None):
+        from detcore.engine import dist
 
-    return train_from_args(loaded, args)
+        return dist.launch_local(args.nproc, list(argv), port=loaded.cfg.dist.port)
+    from detcore.api import train_run
+
+    result = train_run(loaded, resume=args.resume, validate=not args.no_validate, launcher=args.launcher,
+                       argv=argv)
+    return result.exit_status
