@@ -241,7 +241,8 @@ class Detector:
     def _forward(self, loaded: list, score_thr: float) -> list[Prediction]:
         import torch
 
-        from detcore.engine.evaluation import image_to_float, to_original
+        from detcore.engine.batches import image_to_float
+        from detcore.engine.evaluation import to_original
 
         if not loaded:
             return []
