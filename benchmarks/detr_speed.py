@@ -73,9 +73,10 @@ def images_per_s(model, batch, steps: int, device) -> float:
 def build(table: dict):
     from detcore.catalog import Catalog
     from detcore.plugins import get_plugin_manager
+    from detcore.runfile.components import validate_component
 
     catalog = Catalog.from_plugin_manager(get_plugin_manager(entrypoints=True))
-    catalog.validate("detector", table, "model")
+    validate_component(catalog, "detector", table, "model")
     return catalog.build("detector", table, path="model")
 
 
