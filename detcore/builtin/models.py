@@ -54,7 +54,18 @@ def _check_freezing(args: dict, max_trainable: int, max_frozen: int | None) -> N
         raise ConfigCheckError(f"must be in -1..{max_frozen} (-1: nothing frozen), got {f}", key="frozen_stages")
 
 
+def _check_bn(args: dict) -> None:
+    eps = args.get("bn_eps")
+    if eps is not None and eps < 0:
+        raise ConfigCheckError(f"must be >= 0, got {eps}", key="bn_eps")
+    momentum = args.get("bn_momentum")
+    if momentum is not None and not 0 < momentum <= 1:
+        raise ConfigCheckError(f"must be in (0, 1] (PyTorch's BatchNorm momentum: the weight of the "
+                               f"new batch in the running statistics), got {momentum}", key="bn_momentum")
+
+
 def _check_resnet(args: dict, ctx) -> None:
+    _check_bn(args)
     _check_indices(args, 4, (0, 1, 2, 3))
     _check_freezing(args, 5, 4)
     _check_weights(args, names.backbone_arch({"type": "resnet", **args}))
@@ -62,6 +73,7 @@ def _check_resnet(args: dict, ctx) -> None:
 
 def _check_mobilenet(arch_of):
     def check(args: dict, ctx) -> None:
+        _check_bn(args)
         _check_indices(args, 6, (4, 5))
         _check_freezing(args, 6, None)
         _check_weights(args, arch_of(args))
@@ -121,11 +133,14 @@ def resnet(
     trainable_layers: int | None = None,
     norm: Norm | None = None,
     norm_eval: bool = False,
+    bn_eps: float = 1e-5,
+    bn_momentum: float = 0.1,
 ):
     """torchvision ResNet; returns the stages in ``out_indices`` (0 = layer1 ... 3 = layer4)."""
     from detcore.models import backbones
 
-    return backbones.resnet(depth, weights, out_indices, frozen_stages, trainable_layers, norm, norm_eval)
+    return backbones.resnet(depth, weights, out_indices, frozen_stages, trainable_layers, norm, norm_eval,
+                            bn_eps, bn_momentum)
 
 
 @declare_out_channels(_mobilenet_channels(_v3_arch))
@@ -137,11 +152,14 @@ def mobilenet_v3(
     trainable_layers: int | None = None,
     norm: Norm | None = None,
     norm_eval: bool = False,
+    bn_eps: float = 1e-5,
+    bn_momentum: float = 0.1,
 ):
     """torchvision MobileNetV3 features, cut at its stages like torchvision's FPN models."""
     from detcore.models import backbones
 
-    return backbones.mobilenet(_v3_arch({"arch": arch}), weights, out_indices, trainable_layers, norm, norm_eval)
+    return backbones.mobilenet(_v3_arch({"arch": arch}), weights, out_indices, trainable_layers, norm, norm_eval,
+                               bn_eps, bn_momentum)
 
 
 @declare_out_channels(_mobilenet_channels(_v2_arch))
@@ -152,11 +170,14 @@ def mobilenet_v2(
     trainable_layers: int | None = None,
     norm: Norm | None = None,
     norm_eval: bool = False,
+    bn_eps: float = 1e-5,
+    bn_momentum: float = 0.1,
 ):
     """torchvision MobileNetV2 features, cut at its stages."""
     from detcore.models import backbones
 
-    return backbones.mobilenet("mobilenet_v2", weights, out_indices, trainable_layers, norm, norm_eval)
+    return backbones.mobilenet("mobilenet_v2", weights, out_indices, trainable_layers, norm, norm_eval,
+                               bn_eps, bn_momentum)
 
 
 @declare_out_channels(_tiny_channels)
@@ -362,7 +383,7 @@ def faster_rcnn(
     rpn_bg_iou_thresh: float = 0.3,
     rpn_batch_size_per_image: int = 256,
     rpn_positive_fraction: float = 0.5,
-    rpn_score_thresh: float = 0.0,
+    rpn_score_thresh: float | None = None,
     roi_output_size: int = 7,
     roi_sampling_ratio: int = 2,
     box_fg_iou_thresh: float = 0.5,
@@ -409,7 +430,7 @@ def mask_rcnn(
     rpn_bg_iou_thresh: float = 0.3,
     rpn_batch_size_per_image: int = 256,
     rpn_positive_fraction: float = 0.5,
-    rpn_score_thresh: float = 0.0,
+    rpn_score_thresh: float | None = None,
     roi_output_size: int = 7,
     roi_sampling_ratio: int = 2,
     mask_roi_output_size: int = 14,
@@ -449,7 +470,7 @@ def retinanet(
     topk_candidates: int = 1000,
     score_thresh: float = 0.05,
     nms_thresh: float = 0.5,
-    detections_per_img: int = 100,
+    detections_per_img: int = 300,
 ):
     """Single-stage anchor-based detector with focal loss (torchvision RetinaNet)."""
     args = dict(locals())

@@ -10,6 +10,7 @@ channel counts.
 from __future__ import annotations
 
 from collections import OrderedDict
+from functools import partial
 
 import torch
 from torch import nn
@@ -51,10 +52,25 @@ def _freeze(modules) -> None:
             p.requires_grad_(False)
 
 
-def _norm_layer(norm: str | None, pretrained_: bool):
+# torchvision's detection builders (``fasterrcnn_*``, ``retinanet_*``,
+# ``fcos_*``): plain ``BatchNorm2d`` when the backbone trains from scratch,
+# ``FrozenBatchNorm2d`` when it starts from weights, both with eps 1e-5 and
+# (BatchNorm) momentum 0.1 -- also for MobileNet, whose classification
+# default (eps 1e-3, momentum 0.01) lets the running statistics lag the
+# weights far behind at detection learning rates.
+BN_EPS = 1e-5
+BN_MOMENTUM = 0.1
+
+
+def norm_layer(norm: str | None, pretrained_: bool, eps: float = BN_EPS, momentum: float = BN_MOMENTUM):
+    """The normalisation layer class a backbone is built with: ``norm``
+    (``"bn"`` or ``"frozen_bn"``; ``None`` picks frozen with weights, plain
+    without, as torchvision does)."""
     if norm is None:
         norm = "frozen_bn" if pretrained_ else "bn"
-    return FrozenBatchNorm2d if norm == "frozen_bn" else None
+    if norm == "frozen_bn":
+        return partial(FrozenBatchNorm2d, eps=eps)
+    return partial(nn.BatchNorm2d, eps=eps, momentum=momentum)
 
 
 def resnet(
@@ -65,6 +81,8 @@ def resnet(
     trainable_layers: int | None = None,
     norm: str | None = None,
     norm_eval: bool = False,
+    bn_eps: float = BN_EPS,
+    bn_momentum: float = BN_MOMENTUM,
 ) -> Body:
     """A torchvision ResNet trunk returning the stages in ``out_indices``
     (0 = layer1, stride 4 ... 3 = layer4, stride 32)."""
@@ -75,7 +93,7 @@ def resnet(
     if pretrained.pretrained_skipped():
         weights = None
     out_indices = names.check_out_indices(out_indices, 4)
-    model = getattr(tv_resnet, arch)(weights=None, norm_layer=_norm_layer(norm, has_weights))
+    model = getattr(tv_resnet, arch)(weights=None, norm_layer=norm_layer(norm, has_weights, bn_eps, bn_momentum))
     if weights is not None:
         pretrained.load_backbone_weights(model, weights, arch, head_prefixes=("fc.",))
     if trainable_layers is not None:
@@ -112,6 +130,8 @@ def mobilenet(
     trainable_layers: int | None = None,
     norm: str | None = None,
     norm_eval: bool = False,
+    bn_eps: float = BN_EPS,
+    bn_momentum: float = BN_MOMENTUM,
 ) -> Body:
     """A torchvision MobileNet's ``features`` cut at its stages, as
     torchvision's ``_mobilenet_extractor`` does (stage 0 = stem, 1..4 the
@@ -122,9 +142,9 @@ def mobilenet(
     has_weights = weights is not None
     if pretrained.pretrained_skipped():
         weights = None
-    norm_layer = _norm_layer(norm, has_weights)
-    kwargs = {"norm_layer": norm_layer} if norm_layer is not None else {}
-    model = getattr(tvm, arch)(weights=None, **kwargs)
+    # Always pass norm_layer: MobileNet's own default is its classification
+    # BatchNorm (eps 1e-3, momentum 0.01), not what detection trains with.
+    model = getattr(tvm, arch)(weights=None, norm_layer=norm_layer(norm, has_weights, bn_eps, bn_momentum))
     if weights is not None:
         pretrained.load_backbone_weights(model, weights, arch, head_prefixes=("classifier.",))
     features = model.features

@@ -158,6 +158,10 @@ def _backbone_extra(detector: str, spec, weights: str | None, variant: str) -> d
     weights replace the backbone's own."""
     args = spec.args
     extra = names.dense_backbone_defaults(detector, spec.component.plugin, spec.component.name, args)
+    if variant == "v2" and "norm" not in args and _accepts(spec, "norm"):
+        # torchvision's *_v2 builders train the backbone's BatchNorm, also
+        # from backbone or detector weights.
+        extra["norm"] = "bn"
     if weights is None:
         return extra
     if "norm" not in args and _accepts(spec, "norm"):
@@ -242,9 +246,11 @@ def _finish(model, detector: str, *, weights, backbone_spec, variant, min_size, 
     model.transform = DetTransform(min_size, max_size, image_mean, image_std, size_divisible, offset)
     model.class_layers = CLASS_LAYERS[detector]
     model.weights_report = None
-    if weights is not None and not pretrained.pretrained_skipped():
+    if weights is not None:
         arch = names.backbone_arch(backbone_spec.table)
-        model.weights_report = pretrained.load_detector_weights(model, detector, weights, arch, variant)
+        if not pretrained.pretrained_skipped():
+            model.weights_report = pretrained.load_detector_weights(model, detector, weights, arch, variant)
+        pretrained.set_weights_eps(model, detector, weights, arch, variant)
     return model
 
 
@@ -277,7 +283,7 @@ def build_rcnn(
     rpn_bg_iou_thresh: float = 0.3,
     rpn_batch_size_per_image: int = 256,
     rpn_positive_fraction: float = 0.5,
-    rpn_score_thresh: float = 0.0,
+    rpn_score_thresh: float | None = None,
     roi_output_size: int = 7,
     roi_sampling_ratio: int = 2,
     mask_roi_output_size: int = 14,
@@ -296,7 +302,11 @@ def build_rcnn(
         default_neck={"out_channels": 256, "extra": "maxpool", "norm": "bn" if v2 else "none"},
     )
     body_names, neck_names = _probe(features)
-    default_sizes = _mobilenet_sizes if backbone.type in ("mobilenet_v3", "mobilenet_v2") else _rcnn_sizes
+    mobilenet = backbone.type in ("mobilenet_v3", "mobilenet_v2")
+    default_sizes = _mobilenet_sizes if mobilenet else _rcnn_sizes
+    if rpn_score_thresh is None:
+        # torchvision's fasterrcnn_mobilenet_v3_large(_320)_fpn drop proposals below 0.05
+        rpn_score_thresh = 0.05 if mobilenet else 0.0
     anchor_gen = _anchors(anchor_sizes, aspect_ratios, len(neck_names), default_sizes)
     channels = features.out_channels
     rpn = _head(rpn_head, heads.rpn_head, in_channels=channels,

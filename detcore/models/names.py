@@ -84,6 +84,14 @@ DETECTOR_WEIGHTS: dict[str, list[tuple[str, str, str]]] = {
     ],
 }
 DETECTOR_WEIGHT_ENTRIES = ("COCO_V1", "DEFAULT")
+# torchvision's builders set every FrozenBatchNorm2d's eps to 0 after loading
+# these (weights converted from Detectron's Caffe2 models, trained without an
+# eps); with eps 1e-5 their outputs drift.
+ZERO_EPS_WEIGHTS = frozenset({
+    "FasterRCNN_ResNet50_FPN_Weights",
+    "MaskRCNN_ResNet50_FPN_Weights",
+    "RetinaNet_ResNet50_FPN_Weights",
+})
 
 
 def backbone_arch(table: dict) -> str | None:

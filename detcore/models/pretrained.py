@@ -124,6 +124,26 @@ def load_backbone_weights(model, weights: str, arch: str | None, *, head_prefixe
     return source
 
 
+def set_weights_eps(model, detector: str, weights: str, arch: str | None, variant: str) -> None:
+    """Give every FrozenBatchNorm2d eps 0 when ``weights`` names torchvision
+    COCO weights that its builder loads that way (``overwrite_eps(model,
+    0.0)``). Done at build time, also when loading is skipped, so a model
+    rebuilt for a checkpoint computes what the trained one did."""
+    if names.looks_like_path(weights):
+        return
+    try:
+        enum, _ = names.resolve_detector_weights(detector, weights, arch, variant)
+    except ValueError:
+        return  # load_detector_weights reports it
+    if enum not in names.ZERO_EPS_WEIGHTS:
+        return
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    for m in model.modules():
+        if isinstance(m, FrozenBatchNorm2d):
+            m.eps = 0.0
+
+
 def load_detector_weights(model, detector: str, weights: str, arch: str | None, variant: str):
     """Load torchvision COCO weights (or a local file) into a built-in
     detector with :func:`detcore.weights.load_matching`: the class-dependent
