@@ -6,5 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh
 VENV="${DETCORE_VENV:-.venv}"
 "$VENV/bin/detcore" coco make-shapes data/shapes
-"$VENV/bin/detcore" train configs/demo_shapes.toml
+# --resume auto: a second demo run continues (or just re-validates) the first
+# one instead of being refused (a work dir holds one run: docs/training.md).
+"$VENV/bin/detcore" train configs/demo_shapes.toml --resume auto
 "$VENV/bin/detcore" test configs/demo_shapes.toml --checkpoint work_dirs/demo_shapes/iter_400.pth

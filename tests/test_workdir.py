@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -200,7 +201,7 @@ def test_a_second_run_after_a_finished_one_is_refused_unless_it_resumes(tmp_path
     assert cli("train", str(plain), "--work-dir", str(w)) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"detcore: error: work dir {w} already holds a run")
-    assert "iter_4.pth" in err and "--resume auto" in err
+    assert "(2 checkpoint file(s), the newest iter_4.pth; last written " in err and "--resume auto" in err
     assert snapshot(w) == before  # not one byte written, no log file added
     # --resume auto continues that run from its newest checkpoint.
     more = plain.with_name("more.toml")
@@ -256,7 +257,7 @@ def test_a_sigkilled_run_blocks_nothing(tmp_path):
     stale.write_bytes(b"\0" * 1000)
     # Not blocked by the lock: refused because the run there trained...
     fresh = run("train", str(plain), "--work-dir", "k", cwd=tmp_path)
-    assert fresh.returncode == 1 and "already holds a run (checkpoints (iter_2.pth)" in fresh.stderr, fresh.stderr
+    assert fresh.returncode == 1 and "already holds a run (1 checkpoint file(s), the newest iter_2.pth; last written" in fresh.stderr, fresh.stderr
     # ...and resumed from its checkpoint with --resume auto.
     resumed = run("train", str(plain), "--work-dir", "k", "--resume", "auto", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
@@ -264,3 +265,39 @@ def test_a_sigkilled_run_blocks_nothing(tmp_path):
     assert f"removed {Path('k') / stale.name}" in resumed.stdout and not stale.exists()
     assert not (k / LOCK_NAME).exists()
     assert sorted(p.name for p in k.glob("*.pth")) == ["iter_4.pth", "iter_6.pth"]
+
+
+# ----------------------------------------------------------------------
+# docs/training.md, as written
+# ----------------------------------------------------------------------
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "training.md"
+
+
+def doc_block(after: str, start_at: int = 0) -> tuple[str, int]:
+    """The first fenced block after ``after`` (searched from ``start_at``)
+    and where it ends."""
+    text = DOC.read_text()
+    i = text.index(after, start_at)
+    start = text.index("\n", text.index("```", i)) + 1
+    end = text.index("```", start)
+    return text[start:end], end
+
+
+@pytest.mark.slow
+def test_training_md_work_dir_commands_run_as_written(tmp_path):
+    first, _ = doc_block("## A first run")
+    demo, end = doc_block("<!-- workdir-demo -->")
+    expected, _ = doc_block("<!-- output -->", end)
+    e = {**env(), "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run(["bash", "-c", first], cwd=tmp_path, env=e, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    proc = subprocess.run(["bash", "-c", demo], cwd=tmp_path, env=e, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    lines = (proc.stderr + proc.stdout).splitlines()
+    for want in expected.strip().splitlines():
+        pattern = ".*".join(map(re.escape, want.split("...")))
+        assert any(re.fullmatch(pattern, line) for line in lines), f"{want!r} not in:\n" + "\n".join(lines[-20:])
+    # The second command trained in its own folder; the first run is untouched.
+    assert (tmp_path / "work_dirs" / "synth_again" / "epoch_1.pth").exists()
+    assert sorted(p.name for p in (tmp_path / "work_dirs" / "synth").glob("epoch_*.pth")) == ["epoch_5.pth", "epoch_6.pth"]

@@ -189,13 +189,12 @@ def previous_run(work_dir: str | Path) -> str | None:
         latest = json.loads((work_dir / "latest.json").read_text()).get("checkpoint")
     except (OSError, ValueError, AttributeError):
         latest = None
-    if latest or checkpoints:
-        what = f"checkpoints ({latest or checkpoints[-1]}" + (
-            f" and {len(checkpoints) - 1} more)" if len(checkpoints) > 1 else ")"
-        )
+    if checkpoints:
+        newest_ckpt = latest if latest in checkpoints else max(checkpoints, key=lambda n: (work_dir / n).stat().st_mtime)
+        what = f"{len(checkpoints)} checkpoint file(s), the newest {newest_ckpt}"
     else:
         what = ", ".join(p.name for p in found)
-    return f"{what}, last written {time.strftime('%Y-%m-%d %H:%M', time.localtime(newest.stat().st_mtime))}"
+    return f"{what}; last written {time.strftime('%Y-%m-%d %H:%M', time.localtime(newest.stat().st_mtime))}"
 
 
 def remove_stale_temp_files(work_dir: str | Path) -> list[Path]:
