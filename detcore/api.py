@@ -184,7 +184,7 @@ def test_run(
     from detcore.cli.inference import class_names_of, load_model, split_table
     from detcore.engine import dist
     from detcore.engine.build import build_dataset, build_metrics
-    from detcore.engine.checkpoint import check_checkpoint_classes
+    from detcore.engine.checkpoint import check_checkpoint_classes, check_checkpoint_model
     from detcore.engine.evaluation import evaluate
     from detcore.weights import read_checkpoint
 
@@ -208,6 +208,7 @@ def test_run(
     try:
         dataset = build_dataset(run, split)
         ckpt = read_checkpoint(checkpoint)
+        check_checkpoint_model(ckpt, run, str(checkpoint))
         # Silent class drift (a test set with other classes or category ids)
         # would score labels against the wrong classes: refuse before predicting.
         check_checkpoint_classes(ckpt, dataset, split=split, name=str(checkpoint))

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import attrs
 
-from detcore.errors import CheckpointError
+from detcore.errors import CheckpointError, shorten
 from detcore.integrity import verify
 
 __all__ = [
@@ -50,20 +50,53 @@ def read_checkpoint(path: str | Path, what: str = "checkpoint", *, missing_hint:
     import torch
 
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise CheckpointError(_folder_message(path, what))
     if not path.is_file():
         raise CheckpointError(f"{what} '{path}' does not exist{missing_hint}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise CheckpointError(
-            f"{what} '{path}' cannot be loaded ({type(exc).__name__}: {first[:300]}); the file is "
-            f"truncated, corrupt, or holds objects other than tensors and plain data"
-        ) from None
+        raise CheckpointError(_load_failure_message(path, exc, what)) from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{what} '{path}' holds a {type(ckpt).__name__}, not a dict")
     verify(ckpt, path)
     return ckpt
+
+
+EXPECTED = (
+    "detcore expects a checkpoint written by 'detcore train' (epoch_N.pth, iter_N.pth, best_*.pth in "
+    "the work dir), a torchvision checkpoint, or a state dict saved with torch.save(model.state_dict())"
+)
+
+
+def _folder_message(path: Path, what: str) -> str:
+    found = sorted(path.glob("*.pth"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    if found:
+        listed = ", ".join(f"'{p}'" for p in found[:3])
+        return f"{what} '{path}' is a folder, not a file; give one of its checkpoints (newest first): {listed}"
+    return f"{what} '{path}' is a folder with no checkpoint (.pth) in it; give a checkpoint file"
+
+
+def _load_failure_message(path: Path, exc: Exception, what: str) -> str:
+    """Why torch.load(weights_only=True) refused ``path``, in detcore's words.
+    torch's own text for a pickled object is a multi-line recipe that ends by
+    suggesting weights_only=False (running the file's code): never pass it on."""
+    text = str(exc)
+    unsupported = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if unsupported:
+        return (
+            f"{what} '{path}' is not a detcore checkpoint: it holds pickled Python objects (such as "
+            f"{unsupported.group(1)}; e.g. a whole model saved with torch.save(model)), and detcore loads only "
+            f"tensors and plain data, since unpickling objects can run code. {EXPECTED}."
+        )
+    if "WeightsUnpickler error:" in text:  # keep torch's reason, drop its advice
+        text = text.split("WeightsUnpickler error:", 1)[1].split(". ")[0]
+    reason = shorten(" ".join(text.split()), 200)
+    return (
+        f"{what} '{path}' cannot be loaded ({type(exc).__name__}: {reason}): it is truncated, corrupt, "
+        f"or not a PyTorch file. {EXPECTED}."
+    )
 
 
 def read_state_dict(path: str | os.PathLike, what: str = "weights") -> dict:

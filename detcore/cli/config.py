@@ -7,8 +7,10 @@ import argparse
 from detcore.errors import DetcoreError
 
 
-def add_runfile_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("runfile", metavar="RUN.toml", help="run file")
+def add_runfile_args(parser: argparse.ArgumentParser, *, optional: bool = False) -> None:
+    """The run file and ``--set``; ``optional`` leaves checking that the run
+    file was given to the command (``train --resume RUN.toml``)."""
+    parser.add_argument("runfile", metavar="RUN.toml", nargs="?" if optional else None, help="run file")
     if "-p" not in parser._option_string_actions:
         from detcore.cli.main import add_plugin_option
 

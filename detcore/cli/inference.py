@@ -101,10 +101,12 @@ def load_model(run, checkpoint: str | Path, device, *, checkpoint_dict: dict | N
     be in the checkpoint with the same shape: a checkpoint of another model
     is an error naming the differences (unlike ``load_from``, which skips
     them for fine-tuning)."""
+    from detcore.engine.checkpoint import check_checkpoint_model
     from detcore.models.pretrained import skip_pretrained
     from detcore.weights import read_checkpoint, weights_of
 
     ckpt = checkpoint_dict if checkpoint_dict is not None else read_checkpoint(checkpoint)
+    check_checkpoint_model(ckpt, run, str(checkpoint))
     state = weights_of(ckpt, str(checkpoint))
     # The checkpoint holds every weight: no backbone/detector `weights` to fetch.
     with skip_pretrained():

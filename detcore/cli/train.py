@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 
 from detcore.cli.config import add_runfile_args, load_from_args
+from detcore.errors import UsageError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    add_runfile_args(parser)
+    # Optional for argparse only: `--resume RUN.toml` takes the next word as
+    # its value, and run() gives it back to the run file.
+    add_runfile_args(parser, optional=True)
     parser.add_argument("--work-dir", help="output directory (default: work_dirs/<run file stem>)")
     parser.add_argument(
         "--resume",
@@ -55,12 +58,31 @@ def _toml_str(s: str) -> str:
     return json.dumps(str(s))
 
 
+def fix_resume_runfile(args) -> None:
+    """``--resume`` takes an optional value, so ``train --resume RUN.toml``
+    hands the run file to it: a value ending in ``.toml`` is never a
+    checkpoint, so it is the run file, resumed with ``auto``."""
+    resume = args.resume
+    if resume is not None and resume.lower().endswith(".toml"):
+        if args.runfile is None:
+            args.runfile, args.resume = resume, "auto"
+        else:
+            raise UsageError(
+                f"--resume {resume}: that is a run file, not a checkpoint; --resume takes a checkpoint "
+                f"(.pth) or 'auto' (the newest good one in the work dir): "
+                f"detcore train {args.runfile} --resume auto"
+            )
+    if args.runfile is None:
+        raise UsageError("the run file is missing: detcore train RUN.toml [--resume [PATH|auto]]")
+
+
 def run(args) -> int:
     """``--nproc N`` starts N local workers (each runs this again under the
     launcher); otherwise this process trains (alone, or as one rank of a
     torchrun/Slurm job) through :func:`detcore.train`'s own code."""
     import sys
 
+    fix_resume_runfile(args)
     args.overrides = [*args.overrides, *cli_overrides(args)]
     loaded = load_from_args(args)
     argv = getattr(args, "argv", None) or sys.argv[1:]

@@ -42,6 +42,7 @@ __all__ = [
     "CheckpointFiles",
     "atomic_save",
     "check_checkpoint_classes",
+    "check_checkpoint_model",
     "class_meta",
     "find_resume",
     "get_rng_state",
@@ -121,6 +122,34 @@ def check_checkpoint_classes(checkpoint: dict | str | Path, dataset, *, split: s
         checkpoint = read_checkpoint(checkpoint)
     meta = checkpoint.get("meta") or {}
     check_class_mapping(meta, dataset, checkpoint=name or "(checkpoint)", split=split)
+
+
+def check_checkpoint_model(ckpt: dict, run, name: str) -> None:
+    """Raise :class:`CheckpointError` when detcore checkpoint ``ckpt`` was
+    trained with another detector type than ``run``'s ``[model]``, naming the
+    checkpoint's own detector, classes and run file (the work dir's
+    ``resolved.toml`` beside it, when it is that run's). Other files pass:
+    their weights are checked key by key when loaded."""
+    meta = ckpt.get("meta") if isinstance(ckpt.get("meta"), dict) else {}
+    theirs, ours = meta.get("model_type"), run.cfg.model.get("type")
+    if not theirs or theirs == ours:
+        return
+    classes = list(meta.get("class_names") or [])
+    shown = f"{len(classes)} classes: {', '.join(map(str, classes[:5]))}{', ...' if len(classes) > 5 else ''}"
+    resolved = Path(name).parent / "resolved.toml"
+    try:
+        own = resolved if resolved.read_text() == meta.get("run_file") else None
+    except OSError:
+        own = None
+    run_file = (
+        f"its run file is '{own}'" if own else "the run file it was trained with is saved in it (meta['run_file'])"
+    )
+    raise CheckpointError(
+        f"checkpoint '{name}' is a '{theirs}' detector ({shown}) and {run_file}, but {run.path} builds a "
+        f"'{ours}'. Use the checkpoint's own run file"
+        + (f" (e.g. --checkpoint {name} with {own})" if own else "")
+        + ", or a checkpoint trained with this run file."
+    )
 
 
 # ----------------------------------------------------------------------

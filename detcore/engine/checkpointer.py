@@ -182,7 +182,11 @@ class RunCheckpointer:
 
     def resume(self) -> None:
         """Restore the runner from ``resume_path`` (nothing when ``None``)."""
-        from detcore.engine.checkpoint import check_checkpoint_classes, is_detcore_checkpoint
+        from detcore.engine.checkpoint import (
+            check_checkpoint_classes,
+            check_checkpoint_model,
+            is_detcore_checkpoint,
+        )
         from detcore.engine.rng import set_rng_state
         from detcore.weights import read_checkpoint
 
@@ -197,6 +201,7 @@ class RunCheckpointer:
                 f"'{path}' is not a detcore training checkpoint (no 'detcore'/'meta' entries), so it cannot be "
                 f"resumed from; to start from its weights use --load-from {path}"
             )
+        check_checkpoint_model(ckpt, r.run, str(path))
         check_checkpoint_classes(ckpt, r.train_dataset, split="train", name=str(path))
         try:
             r.model.load_state_dict(ckpt["model"])
