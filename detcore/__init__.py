@@ -45,7 +45,8 @@ PUBLIC: dict[str, str] = {
     "PluginError": "detcore.errors",
     "UsageError": "detcore.errors",
     "did_you_mean": "detcore.errors",
-    # Models: a backbone's channels known before it is built; pretrained weights are left out while a checkpoint is loaded.
+    # Models: a backbone's channels known before it is built; pretrained
+    # weights left out while a whole checkpoint is loaded.
     "declare_out_channels": "detcore.models",
     "skip_pretrained": "detcore.models.pretrained",
     "pretrained_skipped": "detcore.models.pretrained",
@@ -69,6 +70,7 @@ PUBLIC: dict[str, str] = {
 }
 
 __all__ = ["__version__", "hookimpl", "hookspec", *PUBLIC]
+
 
 def __getattr__(name: str):
     module = PUBLIC.get(name)
