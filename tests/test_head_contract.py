@@ -108,3 +108,117 @@ def test_the_documented_head_trains_in_fcos(dots, tmp_path):
     with torch.no_grad():
         (out,) = model([torch.rand(3, 64, 64)])
     assert set(out) == {"boxes", "scores", "labels"} and out["boxes"].shape[-1] == 4
+
+
+# --------------------------------------------------------------------------
+# RetinaNet and the R-CNN slots, written here from docs/models.md alone
+# --------------------------------------------------------------------------
+
+
+def _delta_encode(torch, boxes, anchors, weights=(1.0, 1.0, 1.0, 1.0)):
+    """The delta coder as docs/models.md defines it."""
+    wx, wy, ww, wh = weights
+    aw, ah = anchors[:, 2] - anchors[:, 0], anchors[:, 3] - anchors[:, 1]
+    acx, acy = anchors[:, 0] + aw / 2, anchors[:, 1] + ah / 2
+    gw, gh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    gcx, gcy = boxes[:, 0] + gw / 2, boxes[:, 1] + gh / 2
+    return torch.stack(
+        [wx * (gcx - acx) / aw, wy * (gcy - acy) / ah, ww * torch.log(gw / aw), wh * torch.log(gh / ah)], dim=1
+    )
+
+
+def _retinanet_losses(torch, targets, outputs, anchors, matched):
+    """RetinaNet's two losses as docs/models.md describes them."""
+    from torchvision.ops import sigmoid_focal_loss
+
+    cls_terms, box_terms = [], []
+    for i, target in enumerate(targets):
+        m = matched[i]
+        fg = m >= 0
+        num_fg = max(1, int(fg.sum()))
+        onehot = torch.zeros_like(outputs["cls_logits"][i])
+        onehot[fg, target["labels"][m[fg]]] = 1.0
+        valid = m != -2
+        cls_terms.append(sigmoid_focal_loss(outputs["cls_logits"][i][valid], onehot[valid], reduction="sum") / num_fg)
+        encoded = _delta_encode(torch, target["boxes"][m[fg]], anchors[i][fg])
+        box_terms.append((outputs["bbox_regression"][i][fg] - encoded).abs().sum() / num_fg)
+    return {"classification": sum(cls_terms) / len(targets), "bbox_regression": sum(box_terms) / len(targets)}
+
+
+def test_the_documented_retinanet_losses_equal_torchvision():
+    import torch
+    from torchvision.models.detection.retinanet import RetinaNetHead
+
+    torch.manual_seed(1)
+    targets, anchors, _ = _batch(torch)
+    hwa = len(anchors[0])
+    # IoU-style matches: boxes, background (-1) and ignored (-2) anchors.
+    matched = [torch.randint(-2, len(t["boxes"]), (hwa,)) for t in targets]
+    outputs = {"cls_logits": torch.randn(2, hwa, 3), "bbox_regression": torch.randn(2, hwa, 4) * 0.3}
+    ours = _retinanet_losses(torch, targets, outputs, anchors, matched)
+    reference = RetinaNetHead(32, 1, 3).compute_loss(targets, outputs, anchors, matched)
+    assert ours.keys() == reference.keys()
+    for name in ours:
+        assert torch.allclose(ours[name], reference[name], rtol=1e-5), name
+
+
+def test_plain_rcnn_box_head_and_predictor_train_in_faster_rcnn(tmp_path):
+    """A box head and predictor as plain modules, built from the slot table
+    (arguments passed, shapes in and out, ``out_channels``, background at
+    index 0), train in the built-in faster_rcnn and detect."""
+    import types
+
+    import torch
+    from torch import nn
+
+    import detcore
+
+    class BoxHead(nn.Module):
+        def __init__(self, in_channels, resolution, dim=64):
+            super().__init__()
+            self.fc = nn.Linear(in_channels * resolution * resolution, dim)
+            self.out_channels = dim
+
+        def forward(self, x):  # [R, C, res, res] -> [R, D]
+            return torch.relu(self.fc(x.flatten(1)))
+
+    class Predictor(nn.Module):
+        def __init__(self, in_channels, num_classes):
+            super().__init__()
+            self.num_classes = num_classes
+            self.cls = nn.Linear(in_channels, num_classes)
+            self.box = nn.Linear(in_channels, num_classes * 4)
+
+        def forward(self, x):  # [R, D] -> ([R, K+1], [R, 4 (K+1)])
+            return self.cls(x), self.box(x)
+
+    plugin = types.ModuleType("plain_rcnn_heads")
+    plugin.detcore_heads = detcore.hookimpl(
+        lambda: {
+            "plain_box_head": lambda in_channels, resolution: BoxHead(in_channels, resolution),
+            "plain_predictor": lambda in_channels, num_classes: Predictor(in_channels, num_classes),
+        }
+    )
+    tester = DetcoreTester(tmp_path / "detcore")
+    tester.register(plugin, "plain")
+    run = tiny_run(
+        model={
+            "type": "faster_rcnn",
+            "num_classes": 3,
+            "backbone": {"type": "tiny"},
+            "neck": {"type": "fpn", "out_channels": 32},
+            "box_head": {"type": "plain_box_head"},
+            "box_predictor": {"type": "plain_predictor"},
+            "min_size": 64,
+            "max_size": 64,
+        }
+    )
+    result = tester.train(run, iters=3)
+    predictor = result.assert_built("head", "plain:plain_predictor")
+    assert predictor.num_classes == 4  # num_classes + 1: background at 0
+    assert {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"} <= set(result.scalars()[-1])
+    model = result.runner.model.eval()
+    model.roi_heads.score_thresh = 0.0
+    with torch.no_grad():
+        (out,) = model([torch.rand(3, 64, 64)])
+    assert len(out["labels"]) and int(out["labels"].max()) <= 2  # 0-based, background removed
