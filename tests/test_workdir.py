@@ -186,10 +186,27 @@ def test_a_killed_checkpoint_write_leaves_a_temp_file_the_next_run_removes(tmp_p
     # A live writer's file stays (this process's parent is alive).
     live = w / f".iter_9.pth.tmp{os.getppid()}"
     live.write_bytes(b"x")
-    lock, removed = claim(w, resume=False)
+    lock, removed = claim(w, resume=None)
     lock.release()
     assert removed == [left] and not left.exists() and live.exists()
     assert remove_stale_temp_files(w) == []
+
+
+def test_resuming_from_another_folder_does_not_continue_the_run_here(tmp_path):
+    # --resume PATH continues the run in PATH's folder; into a work dir that
+    # holds another run it would rotate that run's checkpoints away.
+    w, other = tmp_path / "w", tmp_path / "other"
+    w.mkdir()
+    (w / "iter_2.pth").write_bytes(b"x")
+    with pytest.raises(WorkDirError, match=r"already holds a run \(1 checkpoint file\(s\), the newest iter_2.pth; .*\); a new run there "
+                       r"\(resuming from .*other/iter_2.pth, which is not in it\) would overwrite"):
+        claim(w, resume=str(other / "iter_2.pth"))
+    for resume in ("auto", str(w / "iter_2.pth")):
+        lock, _ = claim(w, resume=resume)
+        lock.release()
+    # An empty work dir takes a run resumed from anywhere.
+    lock, _ = claim(tmp_path / "new", resume=str(other / "iter_2.pth"))
+    lock.release()
 
 
 def test_a_second_run_after_a_finished_one_is_refused_unless_it_resumes(tmp_path, capsys):

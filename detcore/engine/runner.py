@@ -143,7 +143,7 @@ class Runner:
         )
 
         # One live run per work dir, never over another run's files.
-        claim = workdir.take(self.work_dir, resume=bool(self.resume_from), is_main=self.is_main)
+        claim = workdir.take(self.work_dir, resume=self.resume_from, is_main=self.is_main)
         self._restore.append(claim.release)
         stamp = time.strftime("%Y%m%d_%H%M%S")
         self.logger, self.log_file = setup_logger(self.work_dir, stamp, is_main=self.is_main, rank=self.rank)

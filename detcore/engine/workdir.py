@@ -217,28 +217,41 @@ def remove_stale_temp_files(work_dir: str | Path) -> list[Path]:
     return removed
 
 
-def claim(work_dir: str | Path, *, resume: bool) -> tuple[WorkDirLock, list[Path]]:
-    """Take ``work_dir`` for a new run (rank 0, before writing anything):
-    lock it, refuse when it holds another run's files and this run does not
-    resume, and remove stale temporary files. Returns the held lock (release
+def claim(work_dir: str | Path, *, resume: str | None) -> tuple[WorkDirLock, list[Path]]:
+    """Take ``work_dir`` for a run (rank 0, before writing anything): lock
+    it, refuse when it holds a run that this one does not continue, and
+    remove stale temporary files. ``resume`` is ``--resume``'s value: ``auto``
+    or a checkpoint in ``work_dir`` continues the run there; a checkpoint
+    from elsewhere, or none, starts another. Returns the held lock (release
     it when the run ends) and the removed files."""
     lock = WorkDirLock(work_dir)
     lock.acquire()
     try:
-        if not resume:
-            found = previous_run(work_dir)
-            if found is not None:
-                raise WorkDirError(
-                    f"work dir {Path(work_dir)} already holds a run ({found}); a new run there would overwrite "
-                    f"or rotate away its files. Continue that run with --resume auto, give the new run its own "
-                    f"folder with --work-dir DIR (or work_dir in the run file), or delete {Path(work_dir)} to "
-                    f"start over."
-                )
+        found = None if _continues(work_dir, resume) else previous_run(work_dir)
+        if found is not None:
+            elsewhere = f" (resuming from {resume}, which is not in it)" if resume else ""
+            raise WorkDirError(
+                f"work dir {Path(work_dir)} already holds a run ({found}); a new run there{elsewhere} would "
+                f"overwrite or rotate away its files. Continue that run with --resume auto, give the new run its "
+                f"own folder with --work-dir DIR (or work_dir in the run file), or delete {Path(work_dir)} to "
+                f"start over."
+            )
         removed = remove_stale_temp_files(work_dir)
     except BaseException:
         lock.release()
         raise
     return lock, removed
+
+
+def _continues(work_dir: str | Path, resume: str | None) -> bool:
+    if not resume:
+        return False
+    if resume == "auto":
+        return True
+    try:
+        return Path(resume).resolve().parent == Path(work_dir).resolve()
+    except OSError:  # pragma: no cover
+        return False
 
 
 @attrs.frozen
@@ -258,7 +271,7 @@ class Claim:
             logger.info("removed %s, left by a checkpoint write that was killed", p)
 
 
-def take(work_dir: str | Path, *, resume: bool, is_main: bool) -> Claim:
+def take(work_dir: str | Path, *, resume: str | None, is_main: bool) -> Claim:
     """:func:`claim` on rank 0, called by every rank of a run: a refusal is
     raised on every rank, so none is left waiting for the others."""
     from detcore.engine import dist
