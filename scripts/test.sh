@@ -3,7 +3,7 @@
 # tests included; `-m "not slow"` skips them when iterating).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install.sh setuptools wheel pytest pytest-timeout ruff build faster-coco-eval tensorboard tqdm matplotlib onnx onnxruntime import-linter
+bash scripts/install.sh setuptools wheel pytest pytest-timeout ruff build faster-coco-eval tensorboard tqdm matplotlib onnx onnxruntime import-linter pyyaml
 VENV="${DETCORE_VENV:-.venv}"
 "$VENV/bin/ruff" check .
 # The import contracts in .importlinter: public API, plugin isolation, layers.

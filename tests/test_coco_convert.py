@@ -158,6 +158,38 @@ def test_yolo_to_coco_with_txt_and_yaml_names(tmp_path):
         yolo_to_coco(str(labels), str(tmp_path / "images"), names=[])
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "names: {0: cat, 1: dog}\n",                         # flow mapping (Ultralytics writes these)
+        "path: ../x  # comment\nnames: {1: dog, 0: 'cat'}\nnc: 2\n",  # keys out of order, quoted
+        "names:\n  0: cat\n  1: dog\n",                      # block mapping
+        "names: [cat, dog]\n",                               # flow list
+        "names:\n  - cat\n  - dog\n",                        # block list
+        "names:\n- cat  # a comment\n- dog\n",                # block list at column 0
+    ],
+)
+def test_read_names_yaml_styles(tmp_path, text):
+    (tmp_path / "data.yaml").write_text(text)
+    assert read_names(str(tmp_path / "data.yaml")) == ["cat", "dog"]
+
+
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("names: {}\n", "no 'names:'"),
+        ("nc: 2\n", "no 'names:'"),
+        ("names: {0: cat, 2: dog}\n", r"indices 0, 1"),
+        ("names: [cat, dog\n", "cannot parse YAML"),
+    ],
+)
+def test_read_names_bad_yaml_is_a_clear_error(tmp_path, text, match):
+    (tmp_path / "data.yaml").write_text(text)
+    with pytest.raises(ConvertError, match=match) as info:
+        read_names(str(tmp_path / "data.yaml"))
+    assert "data.yaml" in str(info.value)
+
+
 # ---------------------------------------------------------------------------
 # detcore coco check
 # ---------------------------------------------------------------------------

@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,8 @@ import pytest
 pytestmark = pytest.mark.slow
 
 pytest.importorskip("detcore_coco", reason="these tests use the coco dataset and metric of detcore-coco")
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "tools.md"
 
 RUN_FILE = """\
 work_dir = "work"
@@ -97,6 +101,15 @@ def trained(tmp_path_factory):
     ckpt = root / "work" / "iter_80.pth"
     assert ckpt.is_file()
     return root
+
+
+def doc_snippet(marker: str) -> str:
+    """The fenced code block after ``<!-- marker -->`` in docs/tools.md (indent removed)."""
+    lines = DOCS.read_text().splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.strip() == f"<!-- {marker} -->")
+    fence = next(i for i in range(start, len(lines)) if lines[i].strip().startswith("```"))
+    end = next(i for i in range(fence + 1, len(lines)) if lines[i].strip() == "```")
+    return textwrap.dedent("\n".join(lines[fence + 1 : end]))
 
 
 def metrics_line(stdout: str) -> dict[str, float]:
@@ -359,6 +372,36 @@ def test_export_matches_eager(trained, fmt, suffix):
     check = compare(eager, exported)
     assert check.ok, check.summary()
     assert torch.allclose(eager["scores"].sort().values, exported["scores"].float().sort().values, atol=1e-5)
+    if fmt == "torchscript":
+        # docs/tools.md's loading snippet, as written, on this export ...
+        snippet = doc_snippet("torchscript-snippet")
+        shutil.copy(out, trained / "fcos.pt")
+        r = subprocess.run([sys.executable, "-c", snippet], cwd=trained, env=env(), capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert "torch.Size([" in r.stdout
+        # ... and the failure it warns of without `import torchvision`.
+        bare = "\n".join(ln for ln in snippet.splitlines() if ln != "import torchvision" and not ln.startswith("import torchvision "))
+        r = subprocess.run([sys.executable, "-c", bare], cwd=trained, env=env(), capture_output=True, text=True)
+        assert r.returncode != 0 and "torchvision::" in r.stderr, r.stderr[-2000:]
+
+
+def test_onnx_export_without_onnx_says_what_to_install(tmp_path):
+    # An importable "onnx" that fails like an uninstalled package does.
+    (tmp_path / "shadow").mkdir()
+    (tmp_path / "shadow" / "onnx.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'onnx'\", name='onnx')\n"
+    )
+    (tmp_path / "run.toml").write_text(RUN_FILE)
+    r = subprocess.run(
+        [sys.executable, "-m", "detcore", "export", "run.toml", "--checkpoint", "missing.pth",
+         "--format", "onnx", "--out", "m.onnx"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={**env(), "PYTHONPATH": os.pathsep.join([str(tmp_path / "shadow"), os.environ.get("PYTHONPATH", "")])},
+    )
+    assert r.returncode == 1, r.stderr
+    assert "pip install 'detcore[onnx]'" in r.stderr and "Traceback" not in r.stderr
+    assert "cannot be exported" not in r.stderr  # the model is not blamed
+    assert not (tmp_path / "m.onnx").exists()
 
 
 # ----------------------------------------------------------------------

@@ -107,7 +107,9 @@ def _size(img_dir: str, file_name: str, report: Report, where: str) -> tuple[int
 
 def read_names(path: str) -> list[str]:
     """Class names from a .txt file (one per line) or a YOLO .yaml (``names:``
-    as a list or an ``{index: name}`` mapping)."""
+    as a list or an ``{index: name}`` mapping, block or flow style)."""
+    import yaml
+
     if not os.path.isfile(path):
         raise ConvertError(f"names file not found: '{path}'")
     with open(path, encoding="utf-8") as f:
@@ -115,48 +117,23 @@ def read_names(path: str) -> list[str]:
     if not path.endswith((".yaml", ".yml")):
         return [line.strip() for line in text.splitlines() if line.strip()]
     try:
-        import yaml
-
         data = yaml.safe_load(text)
-        names = data.get("names") if isinstance(data, dict) else None
-    except ImportError:
-        names = _names_from_yaml(text)
-    except Exception as exc:
+    except yaml.YAMLError as exc:
         raise ConvertError(f"cannot parse YAML names file '{path}': {exc}") from None
+    names = data.get("names") if isinstance(data, dict) else None
     if isinstance(names, dict):
-        try:
-            return [str(names[k]) for k in sorted(names, key=int)]
-        except (TypeError, ValueError):
-            raise ConvertError(f"'{path}': names must map class indices 0, 1, ... to names") from None
-    if isinstance(names, list):
+        keys = sorted(names, key=lambda k: (not isinstance(k, int), str(k)))
+        if keys != list(range(len(keys))):
+            raise ConvertError(
+                f"'{path}': names must map the class indices 0, 1, ..., {len(keys) - 1} to names; "
+                f"got the keys {keys}"
+            )
+        names = [names[k] for k in keys]
+    if isinstance(names, list) and names:
         return [str(n) for n in names]
-    raise ConvertError(f"'{path}' has no 'names:' list or mapping")
-
-
-def _names_from_yaml(text: str):
-    # Enough YAML for YOLO data files when PyYAML is not installed.
-    lines = text.splitlines()
-    for i, line in enumerate(lines):
-        if line.split("#")[0].strip().startswith("names:"):
-            rest = line.split(":", 1)[1].split("#")[0].strip()
-            if rest.startswith("["):
-                return [s.strip().strip("'\"") for s in rest.strip("[]").split(",") if s.strip()]
-            out: dict | list = {}
-            for sub in lines[i + 1:]:
-                s = sub.split("#")[0]
-                if not s.strip():
-                    continue
-                if not sub.startswith((" ", "\t", "-")):
-                    break
-                s = s.strip()
-                if s.startswith("- "):
-                    out = out if isinstance(out, list) else []
-                    out.append(s[2:].strip().strip("'\""))
-                elif ":" in s:
-                    k, v = s.split(":", 1)
-                    out[int(k)] = v.strip().strip("'\"")
-            return out
-    return None
+    raise ConvertError(
+        f"'{path}' has no 'names:' list or mapping (e.g. 'names: [cat, dog]' or 'names: {{0: cat, 1: dog}}')"
+    )
 
 
 # ----------------------------------------------------------------------

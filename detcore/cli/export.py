@@ -68,6 +68,8 @@ def run(args) -> int:
     from detcore.cli.inference import cat_ids_of, class_names_of, load_model
     from detcore.engine import export as ex
 
+    if args.format == "onnx":
+        ex.require_onnx()  # before the checkpoint is loaded
     loaded = load_from_args(args, data_splits=())
     size = None
     if args.size:

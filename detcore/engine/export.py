@@ -85,6 +85,22 @@ def export_torchscript(model, path: str | Path) -> Path:
     return path
 
 
+def require_onnx() -> None:
+    """Raise a :class:`DetcoreError` saying what to install when the onnx
+    package is missing.
+
+    torch.onnx writes the file with onnx, an optional extra: without it the
+    export fails deep inside torch with an error that reads as if the model
+    were at fault."""
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise DetcoreError(
+            "exporting to ONNX needs the onnx package, which is not installed. Install it with: "
+            "pip install 'detcore[onnx]'"
+        ) from None
+
+
 def export_onnx(
     model,
     path: str | Path,
@@ -98,6 +114,7 @@ def export_onnx(
     torch = _torch()
     import warnings
 
+    require_onnx()
     path = Path(path)
     model.eval()
     wrapper = _onnx_wrapper(model, with_masks).eval()
