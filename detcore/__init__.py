@@ -58,6 +58,7 @@ PUBLIC: dict[str, str] = {
     # Drawing predictions (detcore-hooks' visualize hook, custom tools).
     "image_to_uint8": "detcore.visualize",
     "draw_detections": "detcore.visualize",
+    "ground_truth_and_predictions": "detcore.visualize",
     "save_image": "detcore.visualize",
     "class_color": "detcore.visualize",
     # The Python API (docs/python.md); torch is imported on first use.

@@ -266,7 +266,8 @@ class PredictionCollector:
 
 
 class ShowWriter:
-    """Draws each evaluated batch (on the image the model saw) as it comes."""
+    """Draws each evaluated batch (on the image the model saw) as it comes:
+    the ground truth and the predictions side by side, captioned."""
 
     def __init__(self, out_dir: Path, class_names: list[str], score_thr: float):
         self.out_dir = out_dir
@@ -276,16 +277,15 @@ class ShowWriter:
         out_dir.mkdir(parents=True, exist_ok=True)
 
     def __call__(self, batch, outputs) -> None:
-        from detcore.visualize import draw_detections, image_to_uint8, save_image
+        from detcore.visualize import ground_truth_and_predictions, image_to_uint8, save_image
 
         images, targets = batch
         for img, target, out in zip(images, targets, outputs):
             keep = out["scores"] >= self.score_thr
-            uint8 = image_to_uint8(img.detach().cpu())
-            masks = out.get("masks")
-            drawn = draw_detections(
-                uint8, out["boxes"][keep], out["labels"][keep], out["scores"][keep], self.class_names,
-                masks=None if masks is None else masks[keep],
+            pred = {k: v[keep] for k, v in out.items() if k in ("boxes", "labels", "scores", "masks")}
+            gt = {k: target[k] for k in ("boxes", "labels", "masks") if k in target}
+            drawn = ground_truth_and_predictions(
+                image_to_uint8(img.detach().cpu()), gt, pred, self.class_names, self.score_thr
             )
             image_id = target.get("image_id", target.get("_index"))
             image_id = int(image_id.item() if hasattr(image_id, "item") else image_id)

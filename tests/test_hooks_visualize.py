@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from detcore.visualize import class_color
+from detcore.visualize import CAPTION_BACKGROUND, class_color
 
 sys.path.insert(0, str(Path(__file__).parent / "hooks_plugins"))
 from hooks_runs import BASE, SIZE, train, write_run  # noqa: E402
@@ -44,8 +44,13 @@ def test_visualize_writes_ground_truth_and_predictions(work):
         with Image.open(f) as im:
             assert im.format == "PNG" and im.mode == "RGB"
             png = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
-        assert png.shape == (3, SIZE, 2 * SIZE + 4)
-        gt_panel, pred_panel = png[:, :, :SIZE], png[:, :, SIZE + 4 :]
+        strip = png.shape[1] - SIZE  # the caption strip above both panels
+        assert 8 <= strip <= 30 and png.shape == (3, SIZE + strip, 2 * SIZE + 4)
+        for cap in (png[:, :strip, :SIZE], png[:, :strip, SIZE + 4 :]):
+            # a dark strip with white caption text in it
+            dark = (cap == torch.tensor(CAPTION_BACKGROUND, dtype=torch.uint8).view(3, 1, 1)).all(0)
+            assert dark.float().mean() > 0.5 and (cap.float().min(0).values > 190).any()
+        gt_panel, pred_panel = png[:, strip:, :SIZE], png[:, strip:, SIZE + 4 :]
         image, target = dataset[int(f.stem)]
         image = image.as_subclass(torch.Tensor)
         x1, y1, x2, y2 = target["boxes"][0].round().int().tolist()

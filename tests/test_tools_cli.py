@@ -166,13 +166,15 @@ def test_test_prints_table_dumps_coco_results_and_draws(trained):
     assert ev.stats[0] == pytest.approx(printed["bbox_mAP"], abs=1e-4)
     assert ev.stats[1] == pytest.approx(printed["bbox_mAP_50"], abs=1e-4)
 
-    # one drawn JPEG per image, of the image's size
+    # one drawn JPEG per image: ground truth and predictions side by side
+    # (4 px apart), under a caption strip
     shown = sorted((trained / "shown").iterdir())
     images = {img["id"]: img for img in gt.dataset["images"]}
     assert len(shown) == len(images) == 16
     for f in shown:
         img = images[int(f.stem)]
-        assert image_info(f) == ("JPEG", (img["width"], img["height"]))
+        fmt, (w, h) = image_info(f)
+        assert fmt == "JPEG" and w == 2 * img["width"] + 4 and img["height"] + 8 <= h <= img["height"] + 30
 
 
 def test_test_without_metric_summary_or_dump_prints_a_table_and_writes_detcore_json(trained):
@@ -272,6 +274,33 @@ def test_predict_files_folders_globs_and_a_corrupt_image(trained):
             assert not has_box_bottom_edge(trained / entry["file"], last["box"], class_color(last["label"]), size)
             n_checked += 1
     assert n_checked >= 3  # the model found objects in most images
+
+
+def test_predict_draws_each_label_on_a_filled_box(trained):
+    import numpy as np
+    from PIL import Image
+
+    from detcore.visualize import class_color, text_color
+
+    # A larger copy of a val image: labels are drawn on images of 96 px and more.
+    (trained / "big").mkdir()
+    with Image.open(trained / "shapes" / "val" / "000001.jpg") as im:
+        im.resize((256, 256), Image.BILINEAR).save(trained / "big" / "big.png")
+    detcore("predict", "run.toml", "--checkpoint", "work/iter_80.pth", "big/big.png", "--out-dir", "pred_big",
+            "--format", "png", "--score-thr", 0.3, cwd=trained)
+    entry = json.loads((trained / "pred_big" / "predictions.json").read_text())["images"][0]
+    assert entry["detections"], "the model should find the shapes"
+    best = max(entry["detections"], key=lambda d: d["score"])  # its label is drawn last, on top
+    with Image.open(trained / entry["drawn"]) as im:
+        drawn = np.asarray(im.convert("RGB")).astype(int)
+    x1, y1 = (int(v) for v in best["box"][:2])
+    x0 = max(0, min(x1, 256 - 60))
+    window = drawn[max(0, y1 - 14) : y1 + 14, x0 : x0 + 20]
+    filled = (window == class_color(best["label"])).all(-1).mean()
+    # the outline alone covers ~1/14 of the window; the filled label box a third or more
+    assert filled > 0.25, filled
+    text = window.mean(-1) < 60 if text_color(class_color(best["label"])) == (0, 0, 0) else window.min(-1) > 190
+    assert text.any()  # the label's text, in the contrasting colour
 
 
 def test_predict_with_another_models_run_file_is_a_clear_error(trained):

@@ -6,10 +6,7 @@ from pathlib import Path
 
 import torch
 
-from detcore import draw_detections, hookimpl, image_to_uint8, save_image
-
-# Grey gap between the ground-truth and the prediction panel.
-_GAP_PX = 4
+from detcore import ground_truth_and_predictions, hookimpl, image_to_uint8, save_image
 
 
 class VisualizeHook:
@@ -17,7 +14,7 @@ class VisualizeHook:
 
     Writes ``<work_dir>/<out_dir>/epoch_<E>/<image_id>.png`` (``E``: the
     1-based epoch just trained; ``iter_<N>`` in iteration-based runs): the ground truth on the left, the predictions with
-    ``score >= score_thr`` on the right. Only the main process draws, from the
+    ``score >= score_thr`` on the right, each under a caption. Only the main process draws, from the
     first images of its share of the validation set.
     """
 
@@ -72,12 +69,8 @@ class VisualizeHook:
         folder = Path(runner.work_dir) / self.out_dir / sub
         names = runner.class_names
         for image_id, image, gt, pred in self._items:
-            left = draw_detections(image, gt["boxes"], gt["labels"], None, names, gt.get("masks"))
-            right = draw_detections(
-                image, pred["boxes"], pred["labels"], pred["scores"], names, pred.get("masks")
-            )
-            gap = torch.full((3, image.shape[-2], _GAP_PX), 128, dtype=torch.uint8)
-            self.written.append(save_image(torch.cat([left, gap, right], dim=-1), folder / f"{image_id}.png"))
+            drawn = ground_truth_and_predictions(image, gt, pred, names, self.score_thr)
+            self.written.append(save_image(drawn, folder / f"{image_id}.png"))
         if self._items:
             runner.logger.info("visualize: wrote %d image(s) to %s", len(self._items), folder)
         self._items = []

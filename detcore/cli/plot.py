@@ -81,6 +81,7 @@ def plot_runs(runs: dict[str, list[dict]], keys: list[str], out: str | Path, tit
             ax.plot(xs, ys, label=name, marker="o" if len(xs) < 30 else None, markersize=3)
         ax.set_title(key)
         ax.set_xlabel("iteration")
+        ax.set_ylabel(key)
         ax.grid(True, alpha=0.3)
         if key == "lr":
             ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
