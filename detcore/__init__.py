@@ -68,6 +68,10 @@ PUBLIC: dict[str, str] = {
     "TrainResult": "detcore.api",
     "train": "detcore.api",
     "test": "detcore.api",
+    # Result figures a metric draws in save_plots() (matplotlib: detcore[plot]).
+    "confusion_matrix": "detcore.plots",
+    "save_pr_curves": "detcore.plots",
+    "save_confusion_matrix": "detcore.plots",
 }
 
 __all__ = ["__version__", "hookimpl", "hookspec", *PUBLIC]

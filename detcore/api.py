@@ -141,6 +141,7 @@ def test(
     out: str | os.PathLike | None = None,
     show_dir: str | os.PathLike | None = None,
     show_score_thr: float = 0.3,
+    plots: str | os.PathLike | None = None,
     plugins: Sequence[str] = (),
     launcher: str | None = None,
     verbose: bool = True,
@@ -151,7 +152,9 @@ def test(
     ``split``: ``"test"`` or ``"val"`` (default: test if the run file has
     it, else val). ``out``: also write the predictions as COCO results
     JSON; ``show_dir``: draw each image's predictions scoring at least
-    ``show_score_thr`` there. ``verbose``: print what ``detcore test``
+    ``show_score_thr`` there. ``plots``: a folder for the metrics' figures
+    (coco: precision-recall curves per class, confusion matrix; needs
+    matplotlib). ``verbose``: print what ``detcore test``
     prints (the main process only). Under torchrun every rank predicts its
     shard and every rank gets the metrics.
     """
@@ -160,7 +163,7 @@ def test(
     run = load_run(run_file, [*to_set_list(overrides), *_file_overrides(None, device)], list(plugins),
                    data_splits=("val", "test"))
     return test_run(run, checkpoint, split=split, batch_size=batch_size, out=out, show_dir=show_dir,
-                    show_score_thr=show_score_thr, launcher=launcher,
+                    show_score_thr=show_score_thr, plots=plots, launcher=launcher,
                     echo=(lambda s: print(s, flush=True)) if verbose else None)
 
 
@@ -173,6 +176,7 @@ def test_run(
     out: str | os.PathLike | None = None,
     show_dir: str | os.PathLike | None = None,
     show_score_thr: float = 0.3,
+    plots: str | os.PathLike | None = None,
     launcher: str | None = None,
     echo: Callable[[str], None] | None = None,
 ) -> dict[str, float]:
@@ -247,6 +251,14 @@ def test_run(
         if show is not None:
             total = sum(dist.all_gather_object(show.written)) if info.distributed else show.written
             say(f"wrote {total} drawn image(s) to {show_dir}")
+        if plots is not None and info.is_main:
+            drawn = [
+                path
+                for m in metrics
+                if callable(getattr(m.metric, "save_plots", None))
+                for path in m.metric.save_plots(Path(plots))
+            ]
+            say(f"wrote {', '.join(map(str, drawn))}" if drawn else "plots: no metric of the run file draws figures")
         return results
     finally:
         log.removeHandler(handler)

@@ -265,6 +265,17 @@ def detcore_metrics() -> dict[str, Any]:
         when none has, ``--out`` is detcore's JSON: one record per image
         with ``image_id``, ``boxes`` (xyxy, original pixels), ``scores`` and
         ``labels``.
+    ``save_plots(out_dir) -> list[pathlib.Path]`` (optional)
+        Draw figures of the last ``evaluate`` call into ``out_dir`` (a
+        ``pathlib.Path``, created on demand) and return the files written.
+        At the end of a training run the main process calls it with
+        ``<work_dir>/plots`` (``detcore test --plots DIR`` with ``DIR``).
+        The ``coco`` metric draws precision-recall curves per class and a
+        confusion matrix with :func:`detcore.save_pr_curves`,
+        :func:`detcore.confusion_matrix` and
+        :func:`detcore.save_confusion_matrix`. Raise
+        :class:`detcore.DetcoreError` for a missing optional dependency:
+        the run logs it as a warning and ends normally.
     """
 
 

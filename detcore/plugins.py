@@ -24,6 +24,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "detcore.commands": "detcore.builtin.commands",
     "detcore.tools": "detcore.builtin.tools",
     "detcore.synthetic": "detcore.builtin.synthetic",
+    "detcore.plots": "detcore.builtin.plots",
 }
 
 

@@ -231,3 +231,56 @@ def test_dump_writes_coco_results_that_evaluate_to_the_same_numbers(shapes, tmp_
     # Without masks, only the box file is written.
     boxes_only = [{k: v for k, v in p.items() if k != "masks"} for p in preds]
     assert len(metric.dump(boxes_only, ds, tmp_path / "b.json")) == 1
+
+
+@pytest.mark.parametrize("backend", ["pycocotools", "faster_coco_eval"])
+def test_save_plots_draws_pr_curves_and_confusion_matrix(shapes, tmp_path, monkeypatch, backend):
+    pytest.importorskip("matplotlib")
+    if backend == "faster_coco_eval":
+        pytest.importorskip("faster_coco_eval")
+    import detcore
+
+    drawn = {}
+    for name in ("save_pr_curves", "save_confusion_matrix"):
+        real = getattr(detcore, name)
+
+        def spy(*args, _real=real, _name=name, **kwargs):
+            drawn.setdefault(_name, []).append(args)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(detcore, name, spy)
+    ds = CocoDataset(*shapes)
+    preds = noisy_predictions(ds, seed=4)
+    metric = CocoMetric(iou_types=["bbox", "segm"], backend=backend)
+    assert metric.save_plots(tmp_path / "none") == []  # nothing evaluated yet
+    metric.evaluate(preds, ds)
+    files = metric.save_plots(tmp_path / "plots")
+    assert [f.name for f in files] == ["bbox_PR_curve.png", "segm_PR_curve.png", "confusion_matrix.png"]
+    for f in files:
+        from PIL import Image
+
+        with Image.open(f) as im:
+            assert im.format == "PNG" and im.width > 400
+            colours = np.unique(np.asarray(im.convert("RGB")).reshape(-1, 3), axis=0)
+            assert len(colours) > 20  # not a blank canvas
+    # The PR curves are COCOeval's own precision at IoU 0.5 (direct pycocotools).
+    results = [
+        {"image_id": p["image_id"], "category_id": ds.cat_ids[lab], "score": s, "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]]}
+        for p in preds for b, s, lab in zip(p["boxes"].tolist(), p["scores"].tolist(), p["labels"].tolist())
+    ]
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(shapes[0])
+        ev = COCOeval(gt, gt.loadRes(results), "bbox")
+        ev.params.catIds = ds.cat_ids
+        ev.evaluate()
+        ev.accumulate()
+    recall, precision, names, _ = drawn["save_pr_curves"][0]
+    assert names == ds.class_names and np.allclose(recall, np.linspace(0, 1, 101))
+    assert np.allclose(precision, ev.eval["precision"][0, :, :, 0, -1])
+    # Every ground-truth box is counted once in its true class's column.
+    matrix, names, _ = drawn["save_confusion_matrix"][0]
+    per_class = np.bincount(np.concatenate([r["labels"] for r in ds.records]), minlength=3)
+    assert (matrix[:, :3].sum(0) == per_class).all()
+    assert np.trace(matrix[:3, :3]) > 0.5 * per_class.sum()  # the jittered boxes mostly match
+    n_dets = sum(int((p["scores"] >= 0.25).sum()) for p in preds)
+    assert matrix[:3, :].sum() == n_dets  # and every detection above the threshold once

@@ -10,6 +10,7 @@ install``. The wheel tests at the end go the whole way through pip.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -216,6 +217,37 @@ def test_cli_lists_entry_point_plugins_and_reports_conflicts(site):
     assert detcore_cli("config", "check", GOOD, *picked, site=site).returncode == 0
     blocked = detcore_cli("config", "check", GOOD, *shared, "-p", "no:fxa", site=site)
     assert blocked.returncode == 0, blocked.stderr
+
+
+@pytest.mark.slow
+def test_cli_describes_one_component(site):
+    # docs/runfile.md's command and output, as written
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "runfile.md").read_text()
+    shown = re.search(r"```bash\n(detcore plugins resize)\n```\n\n```\n(.*?)```", doc, re.S)
+    proc = detcore_cli(*shown.group(1).split()[1:])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == shown.group(2)
+    # the rows are the factory's real signature
+    from detcore.data.transforms import resize
+
+    params = inspect.signature(resize).parameters
+    rows = proc.stdout.split("default\n", 1)[1].splitlines()
+    assert [r.split()[0] for r in rows] == list(params)
+
+    # a plugin's component, its docstring-less factory and a qualified name
+    proc = detcore_cli("plugins", "fxb:fx_shared", site=site)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("fx_shared  (backbone from plugin fxb, detcore-fx-b 0.4)")
+    assert re.search(r"width +integer +8", proc.stdout) and "fxa" not in proc.stdout
+    # one name, several kinds: the coco dataset and the coco metric
+    proc = detcore_cli("plugins", "coco")
+    if proc.returncode == 0:  # detcore-coco installed
+        assert "(dataset from plugin coco" in proc.stdout and "(metric from plugin coco" in proc.stdout
+        assert re.search(r"iou_types +array of \"bbox\" / \"segm\" +\[\"bbox\"\]", proc.stdout)
+        assert re.search(r"ann_file +string +required", proc.stdout)
+    # a typo
+    proc = detcore_cli("plugins", "resise")
+    assert proc.returncode == 1 and "did you mean 'resize'" in proc.stderr and "Traceback" not in proc.stderr
 
 
 @pytest.mark.slow

@@ -111,6 +111,61 @@ def test_parse_override_rejects_bad_syntax(item):
     assert info.value.file == "--set" and item in str(info.value)
 
 
+def test_set_with_no_value_removes_a_key(tmp_path):
+    (tmp_path / "run.toml").write_text(
+        "seed = 1\n[train]\nmax_iters = 400\nval_interval = 100\n"
+        "[[hooks]]\ntype = 'a'\n[[hooks]]\ntype = 'b'\nevery = 2\n[[hooks]]\ntype = 'c'\n"
+    )
+    raw = load_raw(tmp_path / "run.toml", ["train.max_iters=", "train.max_epochs=24", "hooks[1]=", "seed="])
+    assert raw.data["train"] == {"val_interval": 100, "max_epochs": 24}
+    assert raw.data["hooks"] == [{"type": "a"}, {"type": "c"}] and "seed" not in raw.data
+    assert raw.file_of("train.max_epochs") == "--set"
+    assert raw.file_of("hooks[1]").endswith("run.toml")  # no stale origin of the removed item
+    assert "hooks[2]" not in raw.origins and "hooks[1].every" not in raw.origins
+    with pytest.raises(RunFileError, match=r"no key 'train.max_iter' to remove \(did you mean 'max_iters'\?\)") as info:
+        load_raw(tmp_path / "run.toml", ["train.max_iter="])
+    assert info.value.file == "--set"
+    with pytest.raises(RunFileError, match="index it with 0..2"):
+        load_raw(tmp_path / "run.toml", ["hooks[3]="])
+
+
+def test_both_schedules_say_how_to_switch(tmp_path, pm):
+    (tmp_path / "fx_components.py").write_text((FIXTURES / "fx_components.py").read_text())
+    text = GOOD.read_text()
+    (tmp_path / "base.toml").write_text((FIXTURES / "base.toml").read_text())
+    (tmp_path / "good.toml").write_text(text)
+    with pytest.raises(RunFileError, match=r"not both .*--set train.max_iters= --set train.max_epochs=N"):
+        load_run(tmp_path / "good.toml", ["train.max_iters=10"], pm=pm)
+    run = load_run(tmp_path / "good.toml", ["train.max_epochs=", "train.max_iters=10"], pm=pm)
+    assert (run.cfg.train.max_epochs, run.cfg.train.max_iters) == (None, 10)
+
+
+@pytest.mark.slow
+def test_docs_switch_from_max_iters_to_max_epochs(tmp_path):
+    """docs/runfile.md's command (as `config show`: the same --set handling,
+    without the training) on the bundled demo run file, which uses max_iters."""
+    repo = Path(__file__).resolve().parents[1]
+    doc = (repo / "docs" / "runfile.md").read_text()
+    line = next(ln for ln in doc.splitlines() if ln.startswith("detcore train configs/demo_shapes.toml --set"))
+    words = line.split()
+    args = [w for i, w in enumerate(words) if "--set" in (w, words[i - 1])]  # the --set pairs
+    assert "train.max_iters=" in args
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "demo_shapes.toml").write_text((repo / "configs" / "demo_shapes.toml").read_text())
+    made = subprocess.run([str(DETCORE), "coco", "make-shapes", "data/shapes", "--train", "4", "--val", "2"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    proc = detcore("config", "show", "configs/demo_shapes.toml", *args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    train = tomllib.loads(proc.stdout)["train"]
+    assert train["max_epochs"] == 24 and "max_iters" not in train
+    # without removing max_iters the same command is refused, saying how to switch
+    kept = [a for a in args if a != "train.max_iters="]
+    kept = [a for i, a in enumerate(kept) if not (a == "--set" and (i + 1 == len(kept) or kept[i + 1] == "--set"))]
+    proc = detcore("config", "check", "configs/demo_shapes.toml", *kept, cwd=tmp_path)
+    assert proc.returncode == 2 and "--set train.max_iters=" in proc.stderr
+
+
 def test_plugins_list_is_found_next_to_the_file_that_names_it(tmp_path, pm):
     # good.toml's base names plugins = ["fx_components"]; the run file that
     # extends it lives elsewhere.
@@ -245,7 +300,12 @@ def test_config_show_prints_the_resolved_file_as_toml(tmp_path):
     assert proc.returncode == 0, proc.stderr
     shown = tomllib.loads(proc.stdout)
     assert shown["optimizer"]["lr"] == 0.02 and shown["hooks"] == [{"type": "fx_hook", "every": 4}]
-    assert shown["model"]["backbone"] == {"type": "fx_backbone", "depth": 18}
+    # component tables, nested ones included, with every default filled in
+    # (from the factories' signatures); defaults of None ("unset") stay out
+    assert shown["model"]["backbone"] == {"type": "fx_backbone", "depth": 18, "frozen_stages": 0, "norm": "bn"}
+    assert set(shown["model"]) == {"type", "backbone", "num_classes", "neck", "score_thresh"}
+    assert shown["model"]["neck"] == {"type": "fx_neck", "out_channels": 32}  # in_channels: required, given by the detector
+    assert shown["metrics"] == [{"type": "fx_metric", "iou": 0.5}]
     assert shown["train"]["max_epochs"] == 2 and shown["checkpoint"]["keep"] == 3
     # The printed file is itself a valid run file that resolves to the same thing.
     (tmp_path / "fx_components.py").write_text((FIXTURES / "fx_components.py").read_text())

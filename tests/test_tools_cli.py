@@ -192,6 +192,31 @@ def test_test_without_metric_summary_or_dump_prints_a_table_and_writes_detcore_j
     assert "wrote generic.json (16 images, detcore predictions JSON)" in r.stdout
 
 
+def test_result_plots_of_a_run_and_of_detcore_test(trained):
+    import numpy as np
+    from PIL import Image
+
+    def nontrivial(path):
+        with Image.open(path) as im:
+            assert im.format == "PNG" and im.width > 400
+            return len(np.unique(np.asarray(im.convert("RGB")).reshape(-1, 3), axis=0)) > 20
+
+    # the training run drew its last validation's figures into the work dir ...
+    plots = trained / "work" / "plots"
+    assert sorted(p.name for p in plots.iterdir()) == ["bbox_PR_curve.png", "confusion_matrix.png"]
+    assert all(nontrivial(p) for p in plots.iterdir())
+    log = next((trained / "work").glob("*.log")).read_text()
+    assert "CocoMetric: wrote" in log and "confusion_matrix.png" in log
+    # ... and detcore test --plots draws the same for the split it evaluates
+    r = detcore("test", "run.toml", "--checkpoint", "work/iter_80.pth", "--plots", "plots_test", cwd=trained)
+    assert "plots_test/bbox_PR_curve.png" in r.stdout and "plots_test/confusion_matrix.png" in r.stdout
+    assert nontrivial(trained / "plots_test" / "bbox_PR_curve.png")
+    # the same checkpoint and data: the same figure as the run's last validation
+    a = np.asarray(Image.open(plots / "confusion_matrix.png").convert("RGB"))
+    b = np.asarray(Image.open(trained / "plots_test" / "confusion_matrix.png").convert("RGB"))
+    assert a.shape == b.shape and (a == b).mean() > 0.99
+
+
 def test_test_under_two_processes_matches_one(trained):
     """Each rank predicts its half; rank 0 gathers, scores and writes --out."""
     r1 = detcore("test", "run.toml", "--checkpoint", "work/iter_80.pth", "--out", "p1.json", cwd=trained)

@@ -83,6 +83,23 @@ def test_plot_default_keys_and_unknown_key(tmp_path):
         plot.plot_runs(runs, ["loss_clss"], tmp_path / "x.png")
 
 
+def test_plot_labels_both_axes_of_every_panel(tmp_path):
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    runs = {"a": analyze.read_scalars(write_log(tmp_path / "a")), "b": analyze.read_scalars(write_log(tmp_path / "b"))}
+    keys = ["loss", "lr", "bbox_mAP", "bbox_mAP_50"]
+    fig = plot.curves_figure(runs, keys, title="two runs")
+    try:
+        panels = [ax for ax in fig.axes if ax.get_visible()]
+        assert [ax.get_title() for ax in panels] == keys
+        assert [ax.get_xlabel() for ax in panels] == ["iteration"] * 4
+        assert [ax.get_ylabel() for ax in panels] == keys
+        assert all(len(ax.get_lines()) == 2 for ax in panels)  # one line per run
+    finally:
+        plt.close(fig)
+
+
 def _png_size(path):
     from PIL import Image
 

@@ -154,9 +154,9 @@ def test_labels_are_never_cut_at_the_image_edge():
 
 
 def test_a_label_wider_than_the_image_is_shortened_not_cut():
-    from detcore.visualize import _fit, _font
-
     from PIL import Image, ImageDraw
+
+    from detcore.visualize import _fit, _font
 
     draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     font = _font(10)

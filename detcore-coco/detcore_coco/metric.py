@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -153,6 +154,8 @@ class CocoMetric:
         self.outfile_prefix = outfile_prefix
         self.backend = resolve_backend(backend)
         self._fast_gt: tuple[Any, Any] | None = None
+        # What save_plots draws from: the last evaluate()'s inputs and PR arrays.
+        self._last: dict[str, Any] | None = None
 
     def _gt(self, coco):
         if self.backend == "pycocotools":
@@ -179,6 +182,7 @@ class CocoMetric:
         class_names = list(getattr(dataset, "class_names", [str(c) for c in cat_ids]))
         img_ids = list(getattr(dataset, "img_ids", None) or sorted({int(p["image_id"]) for p in predictions}))
         metrics: dict[str, float] = {}
+        self._last = {"predictions": predictions, "dataset": dataset, "img_ids": img_ids, "pr": {}}
         for iou_type in self.iou_types:
             results = to_coco_results(predictions, cat_ids, iou_type, coco.imgs)
             if self.outfile_prefix:
@@ -199,6 +203,8 @@ class CocoMetric:
             summary = out.getvalue()
             logger.info("coco %s evaluation (%s):\n%s", iou_type, self.backend, summary.strip())
             metrics.update({k: float(v) for k, v in zip(stat_keys(iou_type), ev.stats[:12])})
+            # precision: [IoU thresholds, recall points, classes, areas, maxDets]
+            self._last["pr"][iou_type] = (np.asarray(ev.params.recThrs), np.asarray(ev.eval["precision"]))
             if self.classwise:
                 metrics.update(self._per_class(ev, iou_type, class_names))
         return metrics
@@ -237,6 +243,44 @@ class CocoMetric:
         if any("masks" in p for p in predictions):
             stem = path[: -len(".json")] if path.endswith(".json") else path
             written.append(_write_json(stem + ".segm.json", to_coco_results(predictions, cat_ids, "segm", coco.imgs)))
+        return written
+
+    def save_plots(self, out_dir: str | os.PathLike) -> list[Path]:
+        """Draw the last :meth:`evaluate`'s figures into ``out_dir``:
+        ``<iou_type>_PR_curve.png`` (precision-recall per class at IoU 0.5,
+        all areas, 100 detections: COCOeval's own ``precision`` array) for
+        each IoU type evaluated, and ``confusion_matrix.png`` (boxes matched
+        at IoU 0.5, detections scoring at least 0.25; crowd regions left
+        out). Returns the files written (none before the first evaluation)."""
+        from detcore import confusion_matrix, save_confusion_matrix, save_pr_curves
+
+        if self._last is None:
+            return []
+        dataset = self._last["dataset"]
+        coco, cat_ids = _find(dataset, "coco"), list(_find(dataset, "cat_ids"))
+        names = list(getattr(dataset, "class_names", [str(c) for c in cat_ids]))
+        out_dir = Path(out_dir)
+        written = []
+        for iou_type, (recall, precision) in self._last["pr"].items():
+            written.append(save_pr_curves(
+                recall, precision[0, :, :, 0, -1], names, out_dir / f"{iou_type}_PR_curve.png",
+                title=f"Precision-recall ({iou_type}, IoU 0.5)",
+            ))
+        index = {c: i for i, c in enumerate(cat_ids)}
+        by_image = {int(p["image_id"]): p for p in self._last["predictions"]}
+        empty = {"boxes": np.zeros((0, 4)), "labels": np.zeros(0, np.int64), "scores": np.zeros(0)}
+        preds, gts = [], []
+        for img_id in self._last["img_ids"]:
+            anns = [a for a in coco.imgToAnns.get(img_id, []) if a["category_id"] in index and not a.get("iscrowd")]
+            xywh = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
+            gts.append({"boxes": np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1),
+                        "labels": np.array([index[a["category_id"]] for a in anns], dtype=np.int64)})
+            preds.append(by_image.get(img_id, empty))
+        matrix = confusion_matrix(preds, gts, len(cat_ids), iou_thr=0.5, score_thr=0.25)
+        written.append(save_confusion_matrix(
+            matrix, names, out_dir / "confusion_matrix.png",
+            title="Confusion matrix (boxes, IoU 0.5, score >= 0.25)",
+        ))
         return written
 
     @staticmethod

@@ -50,7 +50,7 @@ def run(args) -> int:
 
     loaded = load_from_args(args)
     if args.config_command == "show":
-        print(dumps(resolved_dict(loaded.cfg)), end="")
+        print(dumps(resolved_dict(loaded.cfg, loaded.catalog)), end="")
         return 0
     if args.config_command == "check":
         cfg = loaded.cfg

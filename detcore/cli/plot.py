@@ -50,16 +50,22 @@ def series(records: list[dict], key: str) -> tuple[list[float], list[float]]:
 
 def plot_runs(runs: dict[str, list[dict]], keys: list[str], out: str | Path, title: str | None = None) -> Path:
     """Draw one panel per key, one line per run, and save to ``out``."""
-    try:
-        import matplotlib
+    fig = curves_figure(runs, keys, title)  # first: it says what to install without matplotlib
+    import matplotlib.pyplot as plt
 
-        matplotlib.use("Agg")  # files only: no display needed (servers, CI)
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise DetcoreError(
-            "detcore plot needs matplotlib, which is not installed. Install it with: "
-            "pip install 'detcore[plot]'"
-        ) from None
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def curves_figure(runs: dict[str, list[dict]], keys: list[str], title: str | None = None):
+    """The matplotlib figure of :func:`plot_runs`: one panel per key (titled
+    and labelled on both axes), one line per run."""
+    from detcore.plots import pyplot
+
+    plt = pyplot()
     known = available_keys(runs)
     for key in keys:
         if key not in known:
@@ -93,11 +99,7 @@ def plot_runs(runs: dict[str, list[dict]], keys: list[str], out: str | Path, tit
     if title:
         fig.suptitle(title)
     fig.tight_layout(rect=(0, 0, 1, 0.92 if len(runs) > 1 else 1))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return fig
 
 
 def run_names(work_dirs: list[str]) -> list[str]:

@@ -13,6 +13,13 @@ _REGISTRATION_HOOKS = set(KINDS.values())
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
+        "name",
+        nargs="?",
+        metavar="NAME",
+        help="a component (fcos, coco, early_stopping, or plugin:name): show its arguments with "
+        "their types and defaults, and its documentation",
+    )
+    parser.add_argument(
         "--check",
         action="store_true",
         help="load every plugin, check its hook implementations against the hook specs and its "
@@ -22,6 +29,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     pm, catalog = args.pm, args.catalog
+    if args.name:
+        print(describe(catalog, args.name, pm))
+        return 0
     by_plugin: dict[str, dict[str, list[str]]] = {}
     for comp in catalog:
         by_plugin.setdefault(comp.plugin, {}).setdefault(comp.kind, []).append(comp.name)
@@ -150,3 +160,101 @@ def _hook_method_problems(cls, project: str, specs: dict[str, tuple[str, ...]]) 
                 f"(the spec's arguments: {', '.join(specs[attr])})"
             )
     return out
+
+
+def describe(catalog, name: str, pm=None) -> str:
+    """Every component called ``name`` (``plugin:name`` picks one plugin's):
+    its kind, provider, documentation and a table of the arguments a run-file
+    table may give, with types and defaults."""
+    from detcore.errors import DetcoreError, did_you_mean
+
+    plugin, _, short = name.rpartition(":")
+    found = [c for c in catalog if c.name == short and (not plugin or c.plugin == plugin)]
+    if not found:
+        names = sorted({c.name for c in catalog if c.kind != "command"})
+        raise DetcoreError(
+            f"no installed component is named '{name}'{did_you_mean(short, names)}. "
+            f"Run 'detcore plugins' for the list."
+        )
+    return "\n\n".join(_describe_component(c, pm) for c in found)
+
+
+def _describe_component(comp, pm) -> str:
+    from detcore.runfile.toml_writer import _value
+
+    origin = f"{comp.distribution} {comp.version}".strip()
+    head = f"{comp.name}  ({comp.kind} from plugin {comp.plugin}, {origin})"
+    if comp.kind == "command":
+        return f"{head}\n\n    {comp.factory.help}\n\n    detcore {comp.name} --help shows its options."
+    doc = inspect.getdoc(comp.factory.__init__ if inspect.isclass(comp.factory) else comp.factory) or ""
+    if inspect.isclass(comp.factory) and not doc.strip():
+        doc = inspect.getdoc(comp.factory) or ""
+    lines = [head, ""]
+    lines += [f"    {ln}".rstrip() for ln in (doc.strip() or "(no docstring)").splitlines()]
+    rows, provided = _argument_rows(comp.factory, _value)
+    if rows:
+        widths = [max(len(r[i]) for r in [("argument", "type", "default"), *rows]) for i in range(2)]
+        lines += ["", f"    {'argument':<{widths[0]}}  {'type':<{widths[1]}}  default"]
+        lines += [f"    {a:<{widths[0]}}  {t:<{widths[1]}}  {d}" for a, t, d in rows]
+    else:
+        lines += ["", "    (no arguments)"]
+    if provided:
+        lines += ["", "    Passed by the parent component, not set in a run file: " + ", ".join(provided)]
+    if comp.kind in ("detector", "backbone", "neck", "head", "dataset", "transform", "metric", "runner_hook"):
+        key = {"runner_hook": "[[hooks]]", "metric": "[[metrics]]", "dataset": "[data.train]",
+               "detector": "[model]"}.get(comp.kind)
+        if key:
+            lines += ["", f"    In a run file: {key} with type = \"{comp.name}\""]
+    return "\n".join(lines)
+
+
+def _argument_rows(factory, toml_value) -> tuple[list[tuple[str, str, str]], list[str]]:
+    from detcore.catalog import signature_of, sub_of
+
+    params, var_kw = signature_of(factory)
+    rows = []
+    for pname, p in params.items():
+        hint = p.annotation
+        sub = sub_of(hint)
+        kind = type_text(hint)
+        if sub is not None and sub.provided:
+            kind += f" (its {', '.join(sub.provided)} come from this component)"
+        if p.default is inspect.Parameter.empty:
+            default = "required"
+        elif p.default is None:
+            default = "unset"
+        else:
+            try:
+                default = toml_value(p.default)
+            except TypeError:
+                default = repr(p.default)
+        rows.append((pname, kind, default))
+    if var_kw:
+        rows.append(("...", "any other key", "(passed on as keyword arguments)"))
+    return rows, []
+
+
+def type_text(hint) -> str:
+    """A factory parameter's type as a run-file writer reads it: ``integer``,
+    ``array of string``, ``"bbox" / "segm"``, ``backbone table``; ``None``
+    in a union is left out (the key can be omitted)."""
+    import typing
+
+    from detcore.catalog import is_union, sub_of
+
+    if hint is inspect.Parameter.empty or hint is typing.Any:
+        return "any"
+    sub = sub_of(hint)
+    if sub is not None and not is_union(hint):
+        return f"{sub.kind} table"
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Literal:
+        return " / ".join(f'"{a}"' if isinstance(a, str) else str(a) for a in args)
+    if is_union(hint):
+        return " or ".join(type_text(a) for a in args if a is not type(None))
+    if origin in (list, tuple) or hint in (list, tuple):
+        inner = [a for a in args if a is not Ellipsis]
+        return "array" + (f" of {type_text(inner[0])}" if len(set(inner)) == 1 else "")
+    if origin is dict or hint is dict:
+        return "table"
+    return {int: "integer", float: "number", str: "string", bool: "boolean"}.get(hint, getattr(hint, "__name__", str(hint)))

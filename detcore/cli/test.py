@@ -1,4 +1,4 @@
-"""``detcore test RUN.toml --checkpoint CKPT [--out preds.json] [--show-dir DIR]``.
+"""``detcore test RUN.toml --checkpoint CKPT [--out preds.json] [--show-dir DIR] [--plots DIR]``.
 
 Evaluates a checkpoint on the test split (``[data.test]``, else
 ``[data.val]``) with the run file's ``[[metrics]]``, after checking that the
@@ -24,6 +24,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", choices=["test", "val"], help="dataset split (default: test if the run file has one, else val)")
     parser.add_argument("--out", metavar="FILE", help="write the predictions in the results format of the first metric that defines one (coco: COCO results JSON, masks in FILE.segm.json), else as detcore's JSON")
     parser.add_argument("--show-dir", metavar="DIR", help="write each image with its predictions drawn")
+    parser.add_argument("--plots", metavar="DIR", help="write the metrics' figures (coco: precision-recall curves per class, confusion matrix) as PNGs to DIR")
     parser.add_argument("--show-score-thr", type=float, default=0.3, help="score threshold for --show-dir (default 0.3)")
     add_device_arg(parser)
     parser.add_argument("--batch-size", type=int, help="images per process per batch (default: data.val_batch_size, else data.batch_size)")
@@ -50,7 +51,7 @@ def run(args) -> int:
         return dist.launch_local(args.nproc, list(argv), port=loaded.cfg.dist.port)
     test_run(
         loaded, args.checkpoint, split=args.split, batch_size=args.batch_size, out=args.out,
-        show_dir=args.show_dir, show_score_thr=args.show_score_thr, launcher=args.launcher,
+        show_dir=args.show_dir, show_score_thr=args.show_score_thr, plots=args.plots, launcher=args.launcher,
         echo=lambda s: print(s, flush=True),
     )
     return 0

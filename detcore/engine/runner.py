@@ -159,7 +159,7 @@ class Runner:
             from detcore.runfile import resolved_dict
             from detcore.runfile.toml_writer import dumps
 
-            self.resolved_toml = dumps(resolved_dict(cfg))
+            self.resolved_toml = dumps(resolved_dict(cfg, self.run.catalog))
             (self.work_dir / "resolved.toml").write_text(self.resolved_toml)
             (self.work_dir / "env.json").write_text(json.dumps(env, indent=1))
             self.logger.info("resolved run file written to %s", self.work_dir / "resolved.toml")

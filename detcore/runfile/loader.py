@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from detcore.errors import RunFileError, shorten
+from detcore.errors import RunFileError, did_you_mean, shorten
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -195,9 +195,14 @@ def merge(base: dict, update: dict) -> dict:
     return base
 
 
+# parse_override's value for ``--set KEY=`` (nothing after ``=``): remove KEY.
+REMOVE = object()
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
     """``"a.b=VALUE"`` -> (``["a", "b"]``, parsed VALUE). VALUE is TOML; a bare
-    word that is not valid TOML is taken as a string (``--set work_dir=out``)."""
+    word that is not valid TOML is taken as a string (``--set work_dir=out``);
+    nothing after ``=`` gives :data:`REMOVE` (``--set train.max_iters=``)."""
     key, sep, raw = item.partition("=")
     key = key.strip()
     shown = shorten(item)
@@ -214,6 +219,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         )
     raw = raw.strip()
     key = re.sub(r"\[(\d+)\]", r".\1", key)  # a[0].b is a.0.b
+    if not raw:
+        return key.split("."), REMOVE
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except RecursionError:
@@ -252,12 +259,38 @@ def apply_override(data: dict, item: str, origins: dict) -> None:
             )
         node = nxt
     last = parts[-1]
+    if value is REMOVE:
+        _remove(node, last, item, parts, origins)
+        return
     if isinstance(node, list):
         idx = _index(node, last, item, parts)
         node[idx] = value
     else:
         node[last] = value
     _record(value, _display_path(parts), SET_ORIGIN, origins)
+
+
+def _remove(node, last: str, item: str, parts: list[str], origins: dict) -> None:
+    """``--set KEY=``: delete KEY (a key of a table, or an item of an array)
+    so that its default applies, e.g. to switch ``train.max_iters`` to
+    ``train.max_epochs``."""
+    shown = _display_path(parts)
+    if isinstance(node, list):
+        del node[_index(node, last, item, parts)]
+    elif isinstance(node, dict) and last in node:
+        del node[last]
+    else:
+        keys = list(node) if isinstance(node, dict) else []
+        raise RunFileError(
+            f"bad --set '{item}': there is no key '{shown}' to remove{did_you_mean(last, keys)}"
+            + (f" (keys here: {', '.join(keys)})" if keys else ""),
+            file=SET_ORIGIN,
+        )
+    # The removed key and its children no longer come from any file; an
+    # array's later items moved up, so their origins are dropped as well.
+    under = _display_path(parts[:-1]) if isinstance(node, list) else shown
+    for k in [k for k in origins if k == shown or k.startswith((under + ".", under + "["))]:
+        del origins[k]
 
 
 def _index(node: list, part: str, item: str, walked: list[str]) -> int:

@@ -100,7 +100,14 @@ class TrainConfig:
 
     def __attrs_post_init__(self):
         if (self.max_epochs is None) == (self.max_iters is None):
-            raise ConfigCheckError("give exactly one of max_epochs and max_iters", key="max_epochs")
+            if self.max_epochs is None:
+                raise ConfigCheckError("give exactly one of max_epochs and max_iters (neither is set)", key="max_epochs")
+            raise ConfigCheckError(
+                f"give exactly one of max_epochs and max_iters, not both (max_epochs = {self.max_epochs}, "
+                f"max_iters = {self.max_iters}); to switch a run file's schedule from the command "
+                f"line, remove the other key: --set train.max_iters= --set train.max_epochs=N",
+                key="max_epochs",
+            )
 
     @property
     def by_epoch(self) -> bool:

@@ -95,6 +95,58 @@ def check_components(
         validate_component(catalog, "runner_hook", table, f"hooks[{i}]", file_of=raw.file_of)
 
 
-def resolved_dict(cfg: RunConfig) -> dict:
-    """The run file with every default filled in, as plain data."""
-    return attrs.asdict(cfg, recurse=True)
+def resolved_dict(cfg: RunConfig, catalog: Catalog | None = None) -> dict:
+    """The run file with every default filled in, as plain data: the top
+    level's, and with ``catalog``, every component table's (nested ones
+    too) from its factory's signature."""
+    data = attrs.asdict(cfg, recurse=True)
+    if catalog is None:
+        return data
+    data["model"] = fill_defaults(catalog, "detector", data["model"])
+    for split in ("train", "val", "test"):
+        if data["data"].get(split) is not None:
+            data["data"][split] = fill_defaults(catalog, "dataset", data["data"][split])
+    data["metrics"] = [fill_defaults(catalog, "metric", t) for t in data["metrics"]]
+    data["hooks"] = [fill_defaults(catalog, "runner_hook", t) for t in data["hooks"]]
+    return data
+
+
+def fill_defaults(catalog: Catalog, kind: str, table):
+    """``table`` (a validated component table of ``kind``) with the factory's
+    default for every argument it does not set, nested tables filled the
+    same way; ``type`` first, then the factory's parameters in order.
+    Defaults that are not plain data (or ``None``: "unset") are left out,
+    so the result is a run file that resolves to the same thing."""
+    from detcore.catalog import list_item_hint, signature_of, sub_of
+
+    if not isinstance(table, dict) or not isinstance(table.get("type"), str):
+        return table
+    factory = catalog.get(kind, table["type"]).factory
+    params, _ = signature_of(factory)
+    out = {"type": table["type"]}
+    for name, p in params.items():
+        if name in table:
+            value = table[name]
+        elif p.default is not p.empty and _plain(p.default):
+            value = list(p.default) if isinstance(p.default, tuple) else p.default
+        else:
+            continue
+        sub = sub_of(p.annotation)
+        item = sub_of(list_item_hint(p.annotation)) if list_item_hint(p.annotation) is not None else None
+        if sub is not None and isinstance(value, dict):
+            value = fill_defaults(catalog, sub.kind, value)
+        elif item is not None and isinstance(value, list):
+            value = [fill_defaults(catalog, item.kind, v) for v in value]
+        out[name] = value
+    out.update({k: v for k, v in table.items() if k not in out})  # **kwargs factories
+    return out
+
+
+def _plain(value) -> bool:
+    if isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return False
