@@ -171,6 +171,14 @@ def test_skip_pretrained_builds_the_architecture_without_reading_weights(tmp_pat
     assert model.hf.config.d_model == tiny["dfine"]["d_model"]
 
 
+@pytest.mark.parametrize(("name", "size", "published_m"), [("dfine", "s", 10.0), ("rtdetr_v2", "r18", 20.0)])
+def test_size_presets_have_the_published_parameter_counts(name, size, published_m):
+    # D-FINE-S: 10M parameters, RT-DETRv2-S: 20M (the authors' tables, 80 classes).
+    model = getattr(plugin, name)(num_classes=80, size=size)
+    millions = sum(p.numel() for p in model.parameters()) / 1e6
+    assert abs(millions - published_m) / published_m < 0.05, millions
+
+
 def test_class_names_become_the_config_labels(tiny, tiny_input):
     model = _build("rtdetr_v2", tiny, tiny_input)
     model.set_class_names(["cat", "dog", "bird"])

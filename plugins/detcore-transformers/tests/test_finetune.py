@@ -3,6 +3,7 @@ a small COCO dataset with detcore's runner, then ``detcore test``."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -56,3 +57,14 @@ def test_fine_tune_from_a_weights_directory_then_detcore_test(detcore_tester, ti
     assert tested.ret == 0, tested.err
     m = re.search(r"bbox_mAP=([0-9.]+)", tested.out)
     assert m and 0.0 <= float(m.group(1)) <= 1.0, tested.out
+
+    predicted = detcore_tester.main("predict", str(run), "--checkpoint", str(tmp_path / "work/iter_16.pth"),
+                                    str(tmp_path / "shapes/val"), "--out-dir", str(tmp_path / "pred"),
+                                    "--score-thr", "0")
+    assert predicted.ret == 0, predicted.err
+    record = json.loads((tmp_path / "pred/predictions.json").read_text())
+    assert "rectangle" in json.dumps(record)  # class names from the checkpoint
+
+    timed = detcore_tester.main("benchmark", str(run), "--checkpoint", str(tmp_path / "work/iter_16.pth"),
+                                "--warmup", "1", "--iters", "2", "--train-iters", "2", "--threads", "1", "--json")
+    assert timed.ret == 0, timed.err
