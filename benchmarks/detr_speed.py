@@ -4,7 +4,7 @@ input size, all built from their run-file tables with random weights.
 
     python benchmarks/detr_speed.py                       # CPU, 640 px, batch 2
     python benchmarks/detr_speed.py --device cuda --batch 8 --steps 20
-    python benchmarks/detr_speed.py --size 320 --threads 2
+    python benchmarks/detr_speed.py --size 320 --threads 1 --cpu-time   # steadier on a shared CPU
 
 For each model: milliseconds per training step (forward with losses,
 backward, AdamW update) and images per second in eval mode (no_grad, the
@@ -41,33 +41,33 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def train_step_s(model, batch, steps: int, device) -> float:
+def train_step_s(model, batch, steps: int, device, clock=time.perf_counter) -> float:
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     model.train()
     images, targets = batch
     for i in range(steps + 2):
         if i == 2:  # two warm-up steps
             _sync(device)
-            start = time.perf_counter()
+            start = clock()
         loss = sum(model(images, targets).values())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     _sync(device)
-    return (time.perf_counter() - start) / steps
+    return (clock() - start) / steps
 
 
 @torch.no_grad()
-def images_per_s(model, batch, steps: int, device) -> float:
+def images_per_s(model, batch, steps: int, device, clock=time.perf_counter) -> float:
     model.eval()
     images, _ = batch
     for i in range(steps + 2):
         if i == 2:
             _sync(device)
-            start = time.perf_counter()
+            start = clock()
         model(images)
     _sync(device)
-    return steps * len(images) / (time.perf_counter() - start)
+    return steps * len(images) / (clock() - start)
 
 
 def build(table: dict):
@@ -88,9 +88,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="timed steps after 2 warm-up steps (default 3)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--num-classes", type=int, default=80)
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="time with the process's CPU time instead of wall time (CPU only; steadier on a shared "
+                         "machine, and with --threads 1 close to an idle core's wall time)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.cpu_time and device.type != "cpu":
+        ap.error("--cpu-time measures CPU work: use it with --device cpu")
+    clock = time.process_time if args.cpu_time else time.perf_counter
     size, n = args.size, args.num_classes
     models = {
         "FCOS-R50 (baseline)": {
@@ -103,7 +109,7 @@ def main() -> None:
     }
     batch = _batch(args.batch, size, n, device)
     print(f"device {device}, {size}x{size} px, batch {args.batch}, {args.steps} timed steps, "
-          f"{args.threads} CPU threads, random weights")
+          f"{args.threads} CPU threads, {'CPU' if args.cpu_time else 'wall'} time, random weights")
     base_train = base_infer = None
     for name, table in models.items():
         torch.manual_seed(0)
@@ -111,15 +117,15 @@ def main() -> None:
         params = sum(p.numel() for p in model.parameters()) / 1e6
         if base_train is not None:  # re-measure the baseline right before each model
             base_model = build(models["FCOS-R50 (baseline)"]).to(device)
-            base_train = train_step_s(base_model, batch, args.steps, device)
-            base_infer = images_per_s(base_model, batch, args.steps, device)
+            base_train = train_step_s(base_model, batch, args.steps, device, clock)
+            base_infer = images_per_s(base_model, batch, args.steps, device, clock)
             del base_model
-        t = train_step_s(model, batch, args.steps, device)
-        ips = images_per_s(model, batch, args.steps, device)
+        t = train_step_s(model, batch, args.steps, device, clock)
+        ips = images_per_s(model, batch, args.steps, device, clock)
         if base_train is None:
             base_train, base_infer = t, ips
-        print(f"{name:20s} {params:6.1f} M params  train {t * 1000:8.0f} ms/step ({t / base_train:.2f}x FCOS-R50)  "
-              f"inference {ips:7.2f} img/s ({ips / base_infer:.2f}x FCOS-R50)")
+        print(f"{name:20s} {params:5.1f} M params  train {t * 1000:7.0f} ms/step ({t / base_train:.2f}x FCOS-R50's "
+              f"time)  inference {ips:6.2f} img/s ({ips / base_infer:.2f}x FCOS-R50's speed)")
         del model
 
 

@@ -185,13 +185,14 @@ def test_class_names_become_the_config_labels(tiny, tiny_input):
     assert model.hf.config.id2label == {0: "cat", 1: "dog", 2: "bird"}
 
 
-def test_trains_in_the_runner_with_the_backbone_lr_multiplier(detcore_tester, tiny):
+def test_trains_in_the_runner_with_bf16_and_the_backbone_lr_multiplier(detcore_tester, tiny):
     from detcore.testing import tiny_run
 
     detcore_tester.register(plugin, "transformers")
     run = tiny_run(
         model={"type": "dfine", "num_classes": 3, "config": tiny["dfine"], "input_size": [64, 64]},
         optimizer={"type": "adamw", "lr": 1e-4, "backbone_lr_mult": 0.5},
+        train={"amp": "bf16"},  # bf16 autocast runs on the CPU too
     )
     result = detcore_tester.train(run, iters=2)
     model = result.assert_built("detector", "transformers:dfine")
