@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import detcore
+from detcore.engine.disk import nbytes, writing
 from detcore.engine.rng import get_rng_state, set_rng_state
 from detcore.errors import CheckpointError
 from detcore.integrity import seal
@@ -71,22 +72,30 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    # A full disk is a DiskFullError naming the file, raised once the
+    # partial temporary file is gone (so the free space it reports is real).
+    with writing(path, "checkpoint", nbytes(obj)):
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(obj, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
     return path
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with writing(path, "file", len(text.encode())):
+        try:
+            tmp.write_text(text)
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
 
 
 def is_detcore_checkpoint(ckpt: dict) -> bool:

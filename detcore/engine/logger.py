@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import sys
 from pathlib import Path
@@ -16,7 +17,9 @@ _FORMAT = "%(asctime)s %(levelname).1s %(message)s"
 
 def setup_logger(work_dir: Path | None, timestamp: str, *, is_main: bool, rank: int = 0) -> tuple[logging.Logger, Path | None]:
     """``(logger, log file)``. Rank 0 logs INFO to stdout and
-    ``work_dir/<timestamp>.log``; other ranks log errors only (to stderr)."""
+    ``work_dir/<timestamp>.log``; other ranks log errors only (to stderr).
+    A record logged with ``extra=FILE_ONLY`` goes to the log file only (an
+    error the CLI prints itself as ``detcore: error: ...``)."""
     logger = logging.getLogger(f"detcore.run.{rank}")
     close_logger(logger)
     logger.propagate = False
@@ -26,10 +29,11 @@ def setup_logger(work_dir: Path | None, timestamp: str, *, is_main: bool, rank: 
         logger.setLevel(logging.INFO)
         console = logging.StreamHandler(sys.stdout)
         console.setFormatter(fmt)
+        console.addFilter(lambda record: not getattr(record, "file_only", False))
         logger.addHandler(console)
         if work_dir is not None:
             log_file = Path(work_dir) / f"{timestamp}.log"
-            fh = logging.FileHandler(log_file, encoding="utf-8")
+            fh = _LogFileHandler(log_file, encoding="utf-8")
             fh.setFormatter(fmt)
             logger.addHandler(fh)
     else:
@@ -38,6 +42,21 @@ def setup_logger(work_dir: Path | None, timestamp: str, *, is_main: bool, rank: 
         err.setFormatter(logging.Formatter(f"[rank {rank}] " + _FORMAT, datefmt="%m-%d %H:%M:%S"))
         logger.addHandler(err)
     return logger, log_file
+
+
+FILE_ONLY = {"file_only": True}
+
+
+class _LogFileHandler(logging.FileHandler):
+    """The run's log file. On a full disk its lines are dropped quietly (the
+    console still shows them) rather than a "--- Logging error ---"
+    traceback for every line; the write that filled the disk reports it."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        from detcore.engine.disk import is_disk_full
+
+        if not is_disk_full(sys.exc_info()[1]):
+            super().handleError(record)
 
 
 def close_logger(logger: logging.Logger) -> None:
@@ -54,12 +73,25 @@ class ScalarWriter:
 
     def __init__(self, path: Path | None):
         self.path = path
-        self._f = open(path, "a", encoding="utf-8") if path is not None else None  # noqa: SIM115
+        # Unbuffered bytes: a line the disk had no room for is cut off again
+        # (no half line left for the resumed run to append after).
+        self._f = open(path, "ab", buffering=0) if path is not None else None  # noqa: SIM115
 
     def write(self, record: dict) -> None:
-        if self._f is not None:
-            self._f.write(json.dumps(record) + "\n")
-            self._f.flush()
+        if self._f is None:
+            return
+        from detcore.engine.disk import writing
+
+        line = (json.dumps(record) + "\n").encode("utf-8")
+        end = self._f.seek(0, os.SEEK_END)
+        with writing(self.path, "the scalars file", len(line)):
+            try:
+                view = memoryview(line)
+                while view:
+                    view = view[self._f.write(view):]
+            except OSError:
+                os.ftruncate(self._f.fileno(), end)
+                raise
 
     def close(self) -> None:
         if self._f is not None:

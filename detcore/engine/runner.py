@@ -32,6 +32,8 @@ from pathlib import Path
 from detcore.engine import dist, workdir
 from detcore.engine.batches import batch_to_device, target_to_device  # noqa: F401 - target_to_device: its old home
 from detcore.engine.checkpointer import RunCheckpointer
+from detcore.engine.disk import DiskFullError
+from detcore.engine.logger import FILE_ONLY
 from detcore.engine.schedule import Due, Schedule
 from detcore.engine.signals import Interrupted, StopSignals, resume_hint
 from detcore.engine.step import NonFiniteLoss, TrainStep, accumulation_group
@@ -354,6 +356,17 @@ class Runner:
         except TrainingDiverged as exc:
             if self.logger is not None:
                 self.logger.error("%s", exc)
+            raise
+        except DiskFullError as exc:
+            # Name what survived: checkpoints are renamed into place complete.
+            from detcore.engine.checkpoint import CheckpointFiles
+
+            found = CheckpointFiles(self.work_dir).candidates() if self.is_main else []
+            exc.intact, exc.checked_intact = (found[0] if found else None), self.is_main
+            if found:
+                exc.resume_hint = resume_hint(found[0], run_path=self.run.path, argv=self.argv, world_size=self.world_size)
+            if self.logger is not None:  # the console gets it once, from the CLI
+                self.logger.error("%s", exc, extra=FILE_ONLY)
             raise
         finally:
             self._teardown()
