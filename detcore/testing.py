@@ -218,8 +218,11 @@ class DetcoreTester:
     ) -> TrainResult:
         """Validate and train a run file in-process (CPU, one thread is
         enough), with ``work_dir`` inside the scratch directory unless the
-        run file sets it; ``iters`` overrides ``train.max_iters``, ``resume``
-        is ``detcore train --resume`` (a checkpoint path or ``"auto"``).
+        run file sets it (``work_dir``; a later call that does not resume gets
+        ``work_dir_2``, ... since detcore refuses a new run over one that
+        trained); ``iters`` overrides ``train.max_iters``, ``resume`` is
+        ``detcore train --resume`` (a checkpoint path or ``"auto"``, which
+        continues the last run).
         Returns a :class:`TrainResult` with the components built and hooks
         called."""
         overrides = list(overrides)
@@ -227,7 +230,7 @@ class DetcoreTester:
             overrides += [f"train.max_iters={int(iters)}"]
         run = self.load(data, overrides)
         if run.cfg.work_dir is None:
-            run = self.load(data, [*overrides, f"work_dir={_toml_str(self.path / 'work_dir')}"])
+            run = self.load(data, [*overrides, f"work_dir={_toml_str(self._work_dir(resume))}"])
         calls: list[tuple[str, tuple[str, ...]]] = []
 
         def before(hook_name, hook_impls, kwargs):
@@ -239,6 +242,22 @@ class DetcoreTester:
         finally:
             undo()
         return TrainResult(run, Path(run.work_dir), list(run.catalog.built), calls, runner)
+
+    def _work_dir(self, resume: str | None) -> Path:
+        from detcore.engine.workdir import previous_run
+
+        last = getattr(self, "_last_work_dir", None)
+        if resume:
+            inside = Path(resume).parent if resume != "auto" else None
+            chosen = inside if inside is not None and inside.parent == self.path else (last or self.path / "work_dir")
+        else:
+            n = 1
+            chosen = self.path / "work_dir"
+            while previous_run(chosen) is not None:
+                n += 1
+                chosen = self.path / f"work_dir_{n}"
+        self._last_work_dir = chosen
+        return chosen
 
     # -- the command line -------------------------------------------------
 

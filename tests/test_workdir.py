@@ -228,6 +228,20 @@ def test_a_second_run_after_a_finished_one_is_refused_unless_it_resumes(tmp_path
     assert [r["iter"] for r in scalars(w)] == [1, 2, 3, 4, 5, 6]
 
 
+def test_detcore_tester_gives_each_new_run_its_own_work_dir(tmp_path):
+    # The public pytest helper: two trainings of one run file keep both runs;
+    # resume="auto" continues the last.
+    from detcore.testing import DetcoreTester, tiny_run
+
+    tester = DetcoreTester(tmp_path)
+    first = tester.train(tiny_run(), iters=1)
+    second = tester.train(tiny_run(), iters=1)
+    assert (first.work_dir.name, second.work_dir.name) == ("work_dir", "work_dir_2")
+    again = tester.train(tiny_run(), iters=2, resume="auto")
+    assert again.work_dir == second.work_dir and again.runner.iter == 2
+    assert [r["iter"] for r in first.scalars() if r.get("mode") == "train"] == [1]
+
+
 # ----------------------------------------------------------------------
 # real concurrent `detcore train` processes
 # ----------------------------------------------------------------------
