@@ -35,6 +35,7 @@ PUBLIC: dict[str, str] = {
     "Sub": "detcore.catalog",
     "Spec": "detcore.catalog",
     "check_with": "detcore.catalog",
+    "MetricName": "detcore.catalog",
     "CheckContext": "detcore.catalog",
     "Command": "detcore.catalog",
     # Errors (also importable from the public module detcore.errors).

@@ -9,6 +9,8 @@ plugins`` use it without importing any model code.
 from __future__ import annotations
 
 import collections.abc
+import contextlib
+import contextvars
 import inspect
 import typing
 from collections.abc import Callable, Iterator
@@ -114,11 +116,66 @@ class Component:
 
 
 @attrs.frozen
+class MetricKey:
+    """Marker inside ``Annotated[str, MetricKey()]``: see :data:`MetricName`."""
+
+
+MetricName = Annotated[str, MetricKey()]
+MetricName.__doc__ = """Type hint for a factory parameter that names a key the run's metrics
+return (``metric: detcore.MetricName``, as the ``early_stopping`` hook has):
+``detcore config check`` checks the value against the keys the ``[[metrics]]``
+declare, with a did-you-mean, as for ``checkpoint.save_best``."""
+
+# What component checks declare during one run-file check (path -> facts);
+# None outside one. A context variable, so nested and threaded checks stay apart.
+_DECLARED: contextvars.ContextVar[dict[str, dict] | None] = contextvars.ContextVar(
+    "detcore_declared", default=None
+)
+
+
+@contextlib.contextmanager
+def collecting_declarations() -> Iterator[dict[str, dict]]:
+    """Collect what :meth:`CheckContext.declare` records while the block runs."""
+    found: dict[str, dict] = {}
+    token = _DECLARED.set(found)
+    try:
+        yield found
+    finally:
+        _DECLARED.reset(token)
+
+
+@attrs.frozen
 class CheckContext:
-    """What a component check gets besides its arguments."""
+    """What a component check gets besides its arguments: the ``catalog``
+    (to look up nested components) and the table's key ``path`` in the run
+    file (``model``, ``data.train``, ``model.backbone``)."""
 
     catalog: Catalog
     path: str
+
+    def declare(self, **facts: Any) -> None:
+        """Tell the checks *between* tables what this component will be, so
+        that ``detcore config check`` catches contradictions before training:
+
+        * a dataset: ``class_names=[...]`` (checked against
+          ``model.num_classes``: fewer classes in the model is an error, more
+          a warning), ``masks=True/False`` (whether its items carry instance
+          masks) and ``masks_key="with_masks"`` (the argument that turns
+          them on, named in the error);
+        * a detector: ``needs_masks=True`` (it trains on instance masks:
+          a training dataset that declares ``masks=False`` is an error);
+        * a metric: ``keys=[...]``, the names its ``evaluate`` returns
+          (``*`` for names known only from the data: ``"bbox_AP_*"``):
+          ``checkpoint.save_best`` and parameters typed
+          :data:`MetricName` (``early_stopping``'s ``metric``) must name
+          one of them.
+
+        Declare only what the check knows for sure (e.g. class names read
+        from the annotation file); an undeclared fact is not checked.
+        """
+        found = _DECLARED.get()
+        if found is not None:
+            found.setdefault(self.path, {}).update(facts)
 
 
 class Spec:

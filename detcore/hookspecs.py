@@ -252,6 +252,16 @@ def detcore_metrics() -> dict[str, Any]:
         ``scalars.jsonl``, passed to :func:`detcore_after_val_epoch` and
         nameable by ``checkpoint.save_best``: prefix the names with
         something of the metric's own (``bbox_mAP``, ``voc_mAP``).
+    Declaring the keys (optional, recommended)
+        The metric factory's run-file check (``@detcore.check_with``)
+        declares the names ``evaluate`` returns, from the table's
+        arguments: ``ctx.declare(keys=["voc_mAP", "voc_mAP_11pt",
+        "voc_AP/*"])`` (``*`` for names known only from the data, such as
+        per-class APs). ``detcore config check`` then checks
+        ``checkpoint.save_best`` and every runner-hook argument typed
+        :data:`detcore.MetricName` (``early_stopping``'s ``metric``)
+        against them, with a did-you-mean, before training. A run whose
+        metrics do not all declare their keys is not checked.
     ``summary(results) -> str`` (optional)
         The table ``detcore test`` prints for this metric, given the dict
         this metric's ``evaluate`` returned (the ``coco`` metric prints

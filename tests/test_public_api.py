@@ -12,6 +12,7 @@ import inspect
 import pkgutil
 import subprocess
 import sys
+import typing
 import warnings
 from pathlib import Path
 
@@ -99,6 +100,8 @@ def test_import_contracts_hold():
 def _signature(name: str, obj) -> str:
     if name in _HANDED_OVER:
         return f"class {name}"
+    if typing.get_origin(obj) is typing.Annotated:  # a type-hint alias such as MetricName
+        return f"{name} = {obj}".replace("typing.", "")
     if inspect.isclass(obj) and issubclass(obj, BaseException):
         base = obj.__mro__[1].__name__
         return f"class {name}({base})"

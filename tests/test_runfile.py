@@ -3,6 +3,7 @@ catalog, and the errors a user gets (through real ``detcore`` processes)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -160,6 +161,10 @@ def test_docs_switch_from_max_iters_to_max_epochs(tmp_path):
     train = tomllib.loads(proc.stdout)["train"]
     assert train["max_epochs"] == 24 and "max_iters" not in train
     # without removing max_iters the same command is refused, saying how to switch
+    # docs/runfile.md's example of a check between tables, output as written
+    example = re.search(r"<!-- crosscheck-example -->\n```bash\n(.*?)\n```\n\n```\n(.*?)\n```", doc, re.S)
+    proc = detcore(*example.group(1).split()[1:], cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip() == example.group(2)
     kept = [a for a in args if a != "train.max_iters="]
     kept = [a for i, a in enumerate(kept) if not (a == "--set" and (i + 1 == len(kept) or kept[i + 1] == "--set"))]
     proc = detcore("config", "check", "configs/demo_shapes.toml", *kept, cwd=tmp_path)

@@ -53,6 +53,8 @@ def _check_dataset(args: dict, ctx) -> None:
         cat_ids, names = category_ids_for(data, classes, ann_file)
     except ClassNameError as exc:
         raise ConfigCheckError(str(exc), key="classes") from None
+    # For the checks between tables: model.num_classes, a mask detector.
+    ctx.declare(class_names=names, masks=bool(args.get("with_masks", False)), masks_key="with_masks")
     if not data["images"]:
         raise ConfigCheckError(f"annotation file '{ann_file}' lists no images", key="ann_file")
     if annotated_image_count(data, cat_ids) == 0:
@@ -101,6 +103,13 @@ def _check_metric(args: dict, ctx) -> None:
             raise ConfigCheckError("iou_types must name at least one of 'bbox', 'segm'", key="iou_types")
         if len(set(iou_types)) != len(iou_types):
             raise ConfigCheckError(f"iou_types repeats an entry: {iou_types}", key="iou_types")
+        # The keys evaluate() returns (checkpoint.save_best, early_stopping's
+        # metric are checked against them): pycocotools' 12 numbers per IoU
+        # type, and with classwise <iou_type>_AP_<class name>.
+        from detcore_coco.metric import stat_keys
+
+        keys = [k for t in iou_types for k in stat_keys(t)]
+        ctx.declare(keys=keys + ([f"{t}_AP_*" for t in iou_types] if args.get("classwise") else []))
     if args.get("backend") == "faster_coco_eval":
         import importlib.util
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Any, Literal
 
-from detcore import ConfigCheckError, check_with, hookimpl
+from detcore import ConfigCheckError, MetricName, check_with, hookimpl
 
 TENSORBOARD_HINT = "pip install 'detcore-hooks[tensorboard]'"
 
@@ -136,7 +136,7 @@ def ema(
 
 @check_with(_check_early_stopping)
 def early_stopping(
-    metric: str,
+    metric: MetricName,
     mode: Literal["max", "min"] = "max",
     patience: int = 5,
     min_delta: float = 0.0,

@@ -300,6 +300,8 @@ _FPN_EXTRA_LEVELS = {"none": 0, "maxpool": 1, "p6p7": 2, "p6p7_c5": 2}
 
 def _check_detector(detector: str):
     def check(args: dict, ctx) -> None:
+        if detector == "mask_rcnn":
+            ctx.declare(needs_masks=True)  # its mask head trains on target["masks"]
         if args.get("num_classes", 1) < 1:
             raise ConfigCheckError(f"must be >= 1 (without background), got {args['num_classes']}",
                                    key="num_classes")

@@ -32,6 +32,9 @@ def _check(args: dict, ctx) -> None:
         for c in palette
     ):
         raise ConfigCheckError("palette must be a list of [r, g, b] with values 0..255", key="palette")
+    num = args.get("num_classes", 3)
+    names = classes if isinstance(classes, list) else [f"class{i}" for i in range(num)] if isinstance(num, int) else None
+    ctx.declare(masks=False, **({"class_names": names} if names else {}))
 
 
 @check_with(_check)

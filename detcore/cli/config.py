@@ -53,11 +53,16 @@ def run(args) -> int:
         print(dumps(resolved_dict(loaded.cfg, loaded.catalog)), end="")
         return 0
     if args.config_command == "check":
+        import sys
+
+        for warning in loaded.warnings:
+            print(f"detcore config check: warning: {warning}", file=sys.stderr)
         cfg = loaded.cfg
         splits = [s for s in ("train", "val", "test") if getattr(cfg.data, s) is not None]
         print(
             f"{loaded.path}: OK (detector '{cfg.model['type']}', data: {', '.join(splits) or 'none'}, "
-            f"{len(cfg.metrics)} metric(s), {len(cfg.hooks)} hook(s))"
+            f"{len(cfg.metrics)} metric(s), {len(cfg.hooks)} hook(s)"
+            + (f", {len(loaded.warnings)} warning(s))" if loaded.warnings else ")")
         )
         return 0
     raise DetcoreError(f"unknown config action {args.config_command!r}")  # pragma: no cover

@@ -248,6 +248,12 @@ def type_text(hint) -> str:
     if sub is not None and not is_union(hint):
         return f"{sub.kind} table"
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Annotated:
+        from detcore.catalog import MetricKey
+
+        if any(isinstance(m, MetricKey) for m in hint.__metadata__):
+            return "string (a metric's key)"
+        return type_text(args[0])
     if origin is typing.Literal:
         return " / ".join(f'"{a}"' if isinstance(a, str) else str(a) for a in args)
     if is_union(hint):

@@ -6,6 +6,7 @@ Used by validation during training and by ``detcore test``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 
 from detcore.engine import dist
@@ -129,7 +130,7 @@ def evaluate(
                     f"evaluation gathered {len(indices)} predictions for {len(set(indices))} distinct images "
                     f"of a dataset of {len(dataset)}"
                 )
-            predictions = [p for _, p in flat]
+            predictions = known_classes([p for _, p in flat], dataset)
             results: dict[str, float] = {}
             for metric in metrics:
                 results.update({str(k): float(v) for k, v in metric.evaluate(predictions, dataset).items()})
@@ -143,6 +144,34 @@ def evaluate(
     if outcome[0] == "error":
         raise RuntimeError(f"evaluation failed on rank 0: {outcome[1]}")
     return outcome[1]
+
+
+def known_classes(predictions: list[dict], dataset) -> list[dict]:
+    """``predictions`` without the detections whose label is not one of the
+    dataset's classes (a model built with more classes than the data has:
+    ``config check`` warns of it), so that no metric fails on them."""
+    names = getattr(dataset, "class_names", None)
+    if not names:
+        return predictions
+    num, dropped, out = len(names), 0, []
+    for pred in predictions:
+        labels = pred.get("labels")
+        if labels is None or len(labels) == 0 or int(labels.max()) < num:
+            out.append(pred)
+            continue
+        keep = labels < num
+        dropped += int((~keep).sum())
+        out.append({k: (v[keep] if k in _PER_DETECTION else v) for k, v in pred.items()})
+    if dropped:
+        logging.getLogger("detcore").warning(
+            "evaluation: %d detection(s) of labels >= %d left out: the model has more classes than the "
+            "dataset's %d (model.num_classes)", dropped, num, num,
+        )
+    return out
+
+
+# The keys of a prediction that hold one entry per detection.
+_PER_DETECTION = ("boxes", "scores", "labels", "masks")
 
 
 def format_metrics(metrics: dict[str, float]) -> str:

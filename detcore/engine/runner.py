@@ -156,6 +156,8 @@ class Runner:
         env["device"] = str(device)
         self.logger.info("detcore train %s -> work dir %s (log %s)", self.run.path, self.work_dir, self.log_file)
         self.logger.info(format_environment(env))
+        for warning in getattr(self.run, "warnings", ()):
+            self.logger.warning("run file: %s", warning)
         claim.report(self.logger)
         if self.is_main:
             from detcore.runfile import resolved_dict

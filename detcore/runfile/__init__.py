@@ -7,8 +7,9 @@ from pathlib import Path
 
 import attrs
 
-from detcore.catalog import Catalog
+from detcore.catalog import Catalog, collecting_declarations
 from detcore.errors import PluginError, RunFileError
+from detcore.runfile.crosscheck import crosscheck
 from detcore.runfile.loader import RawRunFile, load_raw
 from detcore.runfile.schema import RunConfig
 from detcore.runfile.validate import check_components, resolved_dict, structure
@@ -25,6 +26,9 @@ class Run:
     cfg: RunConfig
     pm: object
     catalog: Catalog
+    #: What the checks between tables found probably unintended but
+    #: workable (one paragraph each): printed by ``config check``, logged by ``train``.
+    warnings: tuple[str, ...] = ()
 
     @property
     def path(self) -> Path:
@@ -78,5 +82,7 @@ def load_run(
         pm.check_hooks()
     catalog = Catalog.from_plugin_manager(pm)
     cfg = structure(RunConfig, raw.data, raw)
-    check_components(cfg, raw, catalog, tuple(data_splits))
-    return Run(raw=raw, cfg=cfg, pm=pm, catalog=catalog)
+    with collecting_declarations() as declared:
+        check_components(cfg, raw, catalog, tuple(data_splits))
+    warnings = crosscheck(cfg, raw, catalog, declared, tuple(data_splits))
+    return Run(raw=raw, cfg=cfg, pm=pm, catalog=catalog, warnings=tuple(warnings))

@@ -39,6 +39,8 @@ def _check_voc(args: dict, ctx) -> None:
     classes = args.get("classes")
     if isinstance(classes, list) and len(set(classes)) != len(classes):
         raise ConfigCheckError(f"classes repeats a name: {classes}", key="classes")
+    # VOC has boxes only; the classes are known here only when listed.
+    ctx.declare(masks=False, **({"class_names": classes} if isinstance(classes, list) else {}))
 
 
 @check_with(_check_voc)
@@ -75,6 +77,8 @@ def _check_metric(args: dict, ctx) -> None:
     thr = args.get("iou_thr", 0.5)
     if isinstance(thr, (int, float)) and not 0 < thr < 1:
         raise ConfigCheckError(f"iou_thr must be in (0, 1), got {thr}", key="iou_thr")
+    # The keys evaluate() returns, for checkpoint.save_best and early stopping.
+    ctx.declare(keys=["voc_mAP", "voc_mAP_11pt", *(["voc_AP/*"] if args.get("classwise", True) else [])])
 
 
 @check_with(_check_metric)
