@@ -71,7 +71,7 @@ def test_documented_model_tables_validate(tmp_path):
         *_toml_blocks(REPO / "plugins/detcore-transformers/README.md", "# detcore-transformers"),
         *_toml_blocks(REPO / "plugins/detcore-timm/README.md", "# detcore-timm"),
     ]
-    assert len(blocks) == 4
+    assert len(blocks) == 5
     for block in blocks:
         model = tomllib.loads(block)["model"]
         run = tester.load(tiny_run({"model": {"_replace_": True, **model}}))

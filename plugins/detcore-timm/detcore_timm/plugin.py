@@ -72,12 +72,11 @@ def _channels(args: dict) -> list[int]:
 
 
 def _check(args: dict, ctx) -> None:
-    indices = _out_indices(args)
+    _out_indices(args)  # raises for a bad name or bad indices
     n = len(feature_info(args["name"])[0])
     frozen = args.get("frozen_stages", -1)
     if not -1 <= frozen < n:
         raise ConfigCheckError(f"must be in -1..{n - 1} (-1: nothing frozen), got {frozen}", key="frozen_stages")
-    del indices
     weights = args.get("weights")
     if isinstance(weights, str):
         if is_file_weights(weights):

@@ -179,6 +179,22 @@ def test_size_presets_have_the_published_parameter_counts(name, size, published_
     assert abs(millions - published_m) / published_m < 0.05, millions
 
 
+def test_a_timm_backbone_through_the_transformers_config(tiny):
+    # transformers' own timm integration: any timm model as the backbone of
+    # the real-time DETRs, set in the `config` table.
+    pytest.importorskip("timm")
+    config = dict(tiny["rtdetr_v2"], encoder_in_channels=[128, 256, 512], backbone_config={
+        "model_type": "timm_backbone", "backbone": "resnet10t", "out_indices": [2, 3, 4],
+        "use_pretrained_backbone": False,
+    })
+    model = plugin.rtdetr_v2(num_classes=3, config=config, input_size=[64, 64]).train()
+    assert type(model.backbone.model).__name__ == "TimmBackbone"
+    images, targets = _batch()
+    losses = model(images, targets)
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
 def test_class_names_become_the_config_labels(tiny, tiny_input):
     model = _build("rtdetr_v2", tiny, tiny_input)
     model.set_class_names(["cat", "dog", "bird"])
