@@ -305,12 +305,10 @@ class HFDetector(nn.Module):
         groups: dict[str, Tensor] = {}
         for key, value in loss_dict.items():
             m = _GROUP.match(key)
-            if m is None:
-                continue  # not a loss (DETR's cardinality_error)
-            base = m.group(1)
+            base = m.group(1) if m else key
             if weights is not None:
                 if base not in weights:
-                    continue
+                    continue  # not in the model's total (DETR's cardinality_error)
                 attr = weights[base]
                 value = value * (getattr(config, attr) if attr else 1.0)
             groups[base] = groups[base] + value if base in groups else value
