@@ -143,9 +143,13 @@ class ReferenceDataset:
     category's index + 1 (0 is the background), crowd boxes dropped."""
 
     def __init__(self, ann_file: Path, img_dir: Path, train: bool):
+        import contextlib
+        import io
+
         from pycocotools.coco import COCO
 
-        self.coco = COCO(str(ann_file))
+        with contextlib.redirect_stdout(io.StringIO()):  # its progress lines
+            self.coco = COCO(str(ann_file))
         self.ids = sorted(self.coco.imgs)
         self.cat_ids = sorted(self.coco.cats)
         self.img_dir = img_dir

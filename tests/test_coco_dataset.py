@@ -319,3 +319,47 @@ assert not heavy, heavy
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def _export_with_supercategory(tmp_path):
+    """A Roboflow-style export: category 0 is the supercategory "pieces",
+    listed but never annotated."""
+    write_image(str(tmp_path / "i" / "a.jpg"), 16, 16)
+    return write_coco(str(tmp_path / "chess.json"), [{"id": 1, "file_name": "a.jpg", "width": 16, "height": 16}],
+                      [{"image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]},
+                       {"image_id": 1, "category_id": 2, "bbox": [6, 6, 5, 5]}],
+                      [{"id": 0, "name": "pieces"}, {"id": 1, "name": "black-king"}, {"id": 2, "name": "white-king"}])
+
+
+def test_a_category_without_annotations_is_named_with_the_classes_that_leave_it_out(catalog, tmp_path):
+    ann = _export_with_supercategory(tmp_path)
+    table = {"type": "coco", "ann_file": ann, "img_dir": str(tmp_path / "i")}
+    with pytest.raises(RunFileError) as err:
+        validate_component(catalog, "dataset", table, "data.train")
+    assert err.value.key == "data.train.classes"
+    assert "id 0 'pieces'" in str(err.value) and 'classes = ["black-king", "white-king"]' in str(err.value)
+    # the suggested line is the fix; a val split may lack a class
+    validate_component(catalog, "dataset", {**table, "classes": ["black-king", "white-king"]}, "data.train")
+    validate_component(catalog, "dataset", table, "data.val")
+
+
+@pytest.mark.slow
+def test_coco_check_and_config_check_name_the_empty_category(tmp_path):
+    ann = _export_with_supercategory(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "detcore", "coco", "check", ann, str(tmp_path / "i")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr  # a warning: the file is valid
+    assert "empty_category: 1" in proc.stdout
+    assert "category id 0 'pieces': no annotations" in proc.stdout
+    assert 'classes = ["black-king", "white-king"]' in proc.stdout
+
+    run = tmp_path / "run.toml"
+    run.write_text(
+        '[model]\ntype = "fcos"\nnum_classes = 3\nbackbone = { type = "tiny" }\n'
+        f'[data.train]\ntype = "coco"\nann_file = "{ann}"\nimg_dir = "{tmp_path / "i"}"\n'
+    )
+    proc = subprocess.run([sys.executable, "-m", "detcore", "config", "check", str(run)],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "key 'data.train.classes'" in proc.stderr and "'pieces'" in proc.stderr
+    assert 'classes = ["black-king", "white-king"]' in proc.stderr and "Traceback" not in proc.stderr

@@ -284,3 +284,24 @@ def test_save_plots_draws_pr_curves_and_confusion_matrix(shapes, tmp_path, monke
     assert np.trace(matrix[:3, :3]) > 0.5 * per_class.sum()  # the jittered boxes mostly match
     n_dets = sum(int((p["scores"] >= 0.25).sum()) for p in preds)
     assert matrix[:3, :].sum() == n_dets  # and every detection above the threshold once
+
+
+def test_no_detections_give_pycocotools_numbers_minus_one_without_ground_truth(shapes):
+    """Nothing detected: 0 where the area range has ground truth, -1 where it
+    has none (pycocotools' "no ground truth"), not 0 everywhere."""
+    ds = CocoDataset(*shapes)
+    empty = [{"image_id": i, "boxes": torch.zeros(0, 4), "scores": torch.zeros(0),
+              "labels": torch.zeros(0, dtype=torch.int64)} for i in ds.img_ids]
+    ours = CocoMetric(backend="pycocotools").evaluate(empty, ds)
+    # pycocotools on a result list that detects nothing: one box far from
+    # every object (it cannot load an empty list)
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(shapes[0])
+        miss = [{"image_id": ds.img_ids[0], "category_id": ds.cat_ids[0], "bbox": [0, 0, 1, 1], "score": 0.01}]
+        ev = COCOeval(gt, gt.loadRes(miss), "bbox")
+        ev.params.catIds = ds.cat_ids
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    assert [ours[k] for k in stat_keys("bbox")] == [float(v) for v in ev.stats]
+    assert -1.0 in ev.stats and 0.0 in ev.stats  # 64 px shapes: small objects only

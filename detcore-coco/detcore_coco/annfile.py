@@ -208,3 +208,20 @@ def annotated_image_count(data: dict, cat_ids: list[int]) -> int:
     """How many images have at least one non-crowd annotation of ``cat_ids``."""
     wanted = set(cat_ids)
     return len({a["image_id"] for a in data["annotations"] if a["category_id"] in wanted and not a.get("iscrowd", 0)})
+
+
+def empty_categories(data: dict) -> tuple[list[dict], list[str]]:
+    """``(categories without any annotation, names of those with one)``:
+    an export's supercategory (Roboflow's id 0, e.g. "pieces") is listed as
+    a category but never annotated, and would become a class the model is
+    trained to never predict."""
+    used = {a.get("category_id") for a in data.get("annotations", []) if isinstance(a, dict)}
+    cats = [c for c in data.get("categories", []) if isinstance(c, dict) and "id" in c]
+    return [c for c in cats if c["id"] not in used], [str(c.get("name")) for c in cats if c["id"] in used]
+
+
+def classes_setting(names: list[str]) -> str:
+    """The ``classes`` line of a dataset table that selects ``names``."""
+    import json
+
+    return f"classes = {json.dumps(names)}"

@@ -28,6 +28,7 @@ KINDS = {
 
 # Findings that do not make the file unusable: reported, exit status 0.
 WARNINGS = {
+    "empty_category": "category without any annotation (a class the model would learn never to predict)",
     "large_image": "image far larger than the training input size (decoding it costs memory and time)",
 }
 
@@ -78,7 +79,14 @@ def check_coco(
     border before it counts as outside (rounding in converters). Images whose
     longer side is over ``LARGE_FACTOR`` times ``input_size`` (the longer
     side a run trains at) are warnings."""
-    from detcore_coco.annfile import AnnotationError, bad_image_size, is_bbox, read_json
+    from detcore_coco.annfile import (
+        AnnotationError,
+        bad_image_size,
+        classes_setting,
+        empty_categories,
+        is_bbox,
+        read_json,
+    )
 
     res = CheckResult()
     data = read_json(ann_file, "annotation file")
@@ -158,5 +166,10 @@ def check_coco(
             continue
         if img is not None and not bad_image_size(img) and (x < -tolerance or y < -tolerance or x + w > img["width"] + tolerance or y + h > img["height"] + tolerance):
             res.add("box_outside_image", f"{where}: bbox {bbox} in a {img['width']}x{img['height']} image")
+    if isinstance(anns, list):
+        empty, annotated = empty_categories({"categories": list(cats.values()), "annotations": anns})
+        for cat in empty if annotated else []:
+            res.add("empty_category", f"category id {cat['id']} '{cat['name']}': no annotations; leave it "
+                                      f"out with {classes_setting(annotated)} in the dataset table")
     res.counts = {"images": len(data["images"]), "annotations": len(anns) if isinstance(anns, list) else 0, "categories": len(data["categories"])}
     return res

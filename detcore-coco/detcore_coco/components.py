@@ -25,6 +25,8 @@ def _check_dataset(args: dict, ctx) -> None:
         ClassNameError,
         annotated_image_count,
         category_ids_for,
+        classes_setting,
+        empty_categories,
         load_coco_json,
     )
 
@@ -57,6 +59,18 @@ def _check_dataset(args: dict, ctx) -> None:
     ctx.declare(class_names=names, masks=bool(args.get("with_masks", False)), masks_key="with_masks")
     if not data["images"]:
         raise ConfigCheckError(f"annotation file '{ann_file}' lists no images", key="ann_file")
+    if classes is None and _is_train_split(ctx):
+        empty, annotated = empty_categories(data)
+        if empty and annotated:
+            listed = ", ".join(f"id {c['id']} '{c.get('name')}'" for c in empty)
+            raise ConfigCheckError(
+                f"{len(empty)} categor{'y' if len(empty) == 1 else 'ies'} of '{ann_file}' "
+                f"{'has' if len(empty) == 1 else 'have'} no annotations at all ({listed}; e.g. an "
+                f"export's supercategory) and would become classes the model learns never to predict. "
+                f"Leave {'it' if len(empty) == 1 else 'them'} out by listing the classes to train: "
+                f"{classes_setting(annotated)}",
+                key="classes",
+            )
     if annotated_image_count(data, cat_ids) == 0:
         which = f"of the classes {names}" if classes is not None else "at all"
         raise ConfigCheckError(
@@ -66,6 +80,12 @@ def _check_dataset(args: dict, ctx) -> None:
             f"one you meant.",
             key="classes" if classes is not None else "ann_file",
         )
+
+
+def _is_train_split(ctx) -> bool:
+    # "data.train", or a wrapper's inner table ("data.train.dataset"); a
+    # val/test split may well lack a rare class
+    return ".train." in f".{getattr(ctx, 'path', '')}."
 
 
 @check_with(_check_dataset)

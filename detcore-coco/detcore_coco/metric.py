@@ -124,6 +124,29 @@ def to_coco_results(predictions: list[dict], cat_ids: list[int], iou_type: str, 
     return out
 
 
+# The area range of each of the 12 summary numbers (COCOeval's areaRngLbl).
+_STAT_AREAS = ("all", "all", "all", "small", "medium", "large", "all", "all", "all", "small", "medium", "large")
+
+
+def _stats_without_detections(coco, img_ids: list, cat_ids: list, iou_type: str) -> list[float]:
+    """What COCOeval gives when nothing was detected (pycocotools cannot
+    load an empty result list): 0, or -1 where no ground truth (crowd and
+    ignored regions aside) falls in the number's area range."""
+    from pycocotools.cocoeval import Params
+
+    params = Params(iouType=iou_type)
+    ranges = dict(zip(params.areaRngLbl, params.areaRng))
+    anns = [a for a in coco.loadAnns(coco.getAnnIds(imgIds=img_ids, catIds=cat_ids))
+            if not a.get("iscrowd", 0) and not a.get("ignore", 0)]
+
+    def has_gt(area: str) -> bool:
+        lo, hi = ranges[area]
+        return any(lo <= a["area"] <= hi for a in anns)
+
+    found = {area: has_gt(area) for area in set(_STAT_AREAS)}
+    return [0.0 if found[area] else -1.0 for area in _STAT_AREAS]
+
+
 def _find(dataset, name: str):
     value = getattr(dataset, name, None)
     if value is None:
@@ -188,8 +211,9 @@ class CocoMetric:
             if self.outfile_prefix:
                 logger.info("coco metric: wrote %s", _write_json(f"{self.outfile_prefix}.{iou_type}.json", results))
             if not results:
-                logger.warning("coco metric: no %s predictions at all; every %s number is 0", iou_type, iou_type)
-                metrics.update({k: 0.0 for k in stat_keys(iou_type)})
+                logger.warning("coco metric: no %s predictions at all; every %s number is 0 (-1 where "
+                               "no ground truth is in the area range, as pycocotools)", iou_type, iou_type)
+                metrics.update(zip(stat_keys(iou_type), _stats_without_detections(coco, img_ids, cat_ids, iou_type)))
                 continue
             gt = self._gt(coco)
             with contextlib.redirect_stdout(io.StringIO()) as out:
