@@ -26,7 +26,8 @@ PLUGINS = Path(__file__).parent / "dist_plugins"
 
 
 def probe_env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "TORCHELASTIC_"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SLURM_", "TORCHELASTIC_", "OMPI_", "PMI_", "MPI_LOCAL"))}
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
     env["PYTHONPATH"] = os.pathsep.join([str(PLUGINS), env.get("PYTHONPATH", "")])
@@ -351,4 +352,48 @@ def test_under_slurm_environment(tmp_path):
         assert p.returncode == 0, err[-3000:]
     recs = records(tmp_path)
     check_two_ranks(recs, "slurm")
+    assert recs[0]["master_port"] == str(port)
+
+
+def test_mpi_env():
+    ompi = {"OMPI_COMM_WORLD_RANK": "3", "OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_LOCAL_RANK": "1",
+            "OMPI_COMM_WORLD_LOCAL_SIZE": "2"}
+    mpich = {"PMI_RANK": "1", "PMI_SIZE": "2", "MPI_LOCALRANKID": "1", "MPI_LOCALNRANKS": "2"}
+    assert dist.detect_launcher(ompi) == dist.detect_launcher(mpich) == "mpi"
+    assert dist.detect_launcher({**mpich, "PMI_SIZE": "1"}) == "none"
+    assert dist.detect_launcher({**ompi, "RANK": "0", "WORLD_SIZE": "4"}) == "torchrun"
+    # one node: rank 0 is on this host
+    assert dist.mpi_env(mpich) == {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2",
+                                   "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
+    # several nodes: MPI does not say where rank 0 is
+    with pytest.raises(DetcoreError, match="export MASTER_ADDR=<host of rank 0>.*mpirun -x MASTER_ADDR"):
+        dist.mpi_env(ompi)
+    out = dist.mpi_env({**ompi, "MASTER_ADDR": "node7", "MASTER_PORT": "4242"})
+    assert (out["RANK"], out["WORLD_SIZE"], out["LOCAL_RANK"], out["MASTER_ADDR"], out["MASTER_PORT"]) == (
+        "3", "4", "1", "node7", "4242")
+    with pytest.raises(DetcoreError, match="start the job with mpirun"):
+        dist.mpi_env({})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flavour", ["openmpi", "mpich"])
+def test_under_mpi_environment(tmp_path, flavour):
+    """What Open MPI's / MPICH's mpirun gives each rank: no torchrun
+    variables, MPI's instead; real processes on gloo."""
+    port = dist.free_port()
+    procs = []
+    for rank in range(2):
+        if flavour == "openmpi":
+            mpi = {"OMPI_COMM_WORLD_RANK": str(rank), "OMPI_COMM_WORLD_SIZE": "2",
+                   "OMPI_COMM_WORLD_LOCAL_RANK": str(rank), "OMPI_COMM_WORLD_LOCAL_SIZE": "2"}
+        else:
+            mpi = {"PMI_RANK": str(rank), "PMI_SIZE": "2", "MPI_LOCALRANKID": str(rank), "MPI_LOCALNRANKS": "2"}
+        env = probe_env(MASTER_PORT=str(port), **mpi)
+        procs.append(subprocess.Popen(probe_cmd(tmp_path), env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    results = [p.communicate(timeout=120) for p in procs]
+    for p, (_, err) in zip(procs, results):
+        assert p.returncode == 0, err[-3000:]
+    recs = records(tmp_path)
+    check_two_ranks(recs, "mpi")
     assert recs[0]["master_port"] == str(port)

@@ -370,3 +370,42 @@ def test_example_configs_validate(catalog):
     for f in files:
         raw = load_raw(f)
         validate_component(catalog, "detector", raw.data["model"], "model", file_of=raw.file_of)
+
+
+@pytest.mark.parametrize("model_toml", [
+    # FCOS's GroupNorm(32) on a 32-channel neck: one channel per group, and
+    # P7 of a 64 px image is 1x1 (issue 18: "Expected more than 1 value per channel")
+    """
+    [model]
+    type = "fcos"
+    num_classes = 3
+    backbone = { type = "tiny", width = 16 }
+    neck = { type = "fpn", out_channels = 32, extra = "p6p7", norm = "gn" }
+    score_thresh = 0.0
+    """,
+    """
+    [model]
+    type = "retinanet"
+    num_classes = 3
+    backbone = { type = "tiny", width = 16 }
+    neck = { type = "fpn", out_channels = 32, extra = "p6p7", norm = "gn" }
+    head = { type = "retinanet_head", norm = "gn" }
+    score_thresh = 0.0
+    """,
+], ids=["fcos", "retinanet_gn"])
+def test_group_norm_heads_take_a_batch_of_one_small_image(catalog, model_toml):
+    torch.manual_seed(0)
+    model = build(catalog, model_toml)
+    images, targets = batch(2, h=64, w=64)
+    model.eval()
+    with torch.no_grad():
+        alone = model(images[:1])[0]
+        together = model([images[0], images[0]])[0]
+    assert len(alone["boxes"]) > 0
+    # the same image gives the same detections alone and in a batch
+    # (up to float rounding of batched convolutions)
+    torch.testing.assert_close(alone["boxes"], together["boxes"], rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(alone["scores"], together["scores"], rtol=1e-4, atol=1e-4)
+    model.train()
+    losses = model(images[:1], targets[:1])
+    assert all(torch.isfinite(v) for v in losses.values())

@@ -39,6 +39,8 @@ torchvision = pytest.importorskip("torchvision")
 from torch import nn  # noqa: E402
 from torchvision.models import get_model_builder, get_model_weights, get_weight  # noqa: E402
 
+from detcore.runfile.components import validate_component  # noqa: E402
+
 R50 = {"type": "resnet", "depth": 50}
 MV3 = {"type": "mobilenet_v3", "arch": "large"}
 
@@ -188,7 +190,7 @@ def build_pair(catalog, hub, builder: str, mode: str, **runtime):
 
     torch.manual_seed(0)
     theirs = get_model_builder(builder)(**tv_kwargs)
-    catalog.validate("detector", table, "model")
+    validate_component(catalog, "detector", table, "model")
     ours = catalog.build("detector", table, path="model")
 
     if mode == "detector_weights":
@@ -340,7 +342,7 @@ def _on_purpose(builder: str) -> set[str]:
 def test_defaults_that_differ_from_torchvision_on_purpose(catalog, builder):
     theirs = get_model_builder(builder)(weights=None, weights_backbone=None, num_classes=4)
     table = {**CASES[builder][0], "num_classes": 3 if _rcnn(builder) else 4}
-    catalog.validate("detector", table, "model")
+    validate_component(catalog, "detector", table, "model")
     ours = catalog.build("detector", table, path="model")
     diffs = {d.split(":")[0] for d in hyperparameter_differences(ours, theirs)}
     assert diffs == _on_purpose(builder), diffs

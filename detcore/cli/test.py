@@ -28,7 +28,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--show-score-thr", type=float, default=0.3, help="score threshold for --show-dir (default 0.3)")
     add_device_arg(parser)
     parser.add_argument("--batch-size", type=int, help="images per process per batch (default: data.val_batch_size, else data.batch_size)")
-    parser.add_argument("--launcher", choices=["none", "torchrun", "slurm"], help="how processes were started (default: detected)")
+    parser.add_argument("--launcher", choices=["none", "torchrun", "slurm", "mpi"], help="how processes were started (default: detected)")
     parser.add_argument("--nproc", type=int, metavar="N", help="start N local worker processes (torch.distributed), like 'detcore train --nproc'")
 
 

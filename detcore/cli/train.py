@@ -28,7 +28,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--deterministic", action="store_true", help="deterministic algorithms (bit-exact resume on CPU)")
     parser.add_argument("--amp", choices=["bf16", "fp16"], help="mixed precision")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: the run file's, else auto)")
-    parser.add_argument("--launcher", choices=["none", "torchrun", "slurm"], help="how processes were started (default: detected)")
+    parser.add_argument("--launcher", choices=["none", "torchrun", "slurm", "mpi"], help="how processes were started (default: detected)")
     parser.add_argument("--nproc", type=int, metavar="N", help="start N local worker processes (torch.distributed)")
 
 

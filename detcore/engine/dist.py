@@ -30,6 +30,7 @@ from detcore.engine.dist_env import (  # noqa: F401 - re-exported: documented un
     TORCHRUN_VARS,
     DistInfo,
     detect_launcher,
+    mpi_env,
     resolve_backend,
     resolve_device,
     slurm_env,
@@ -82,8 +83,9 @@ def init_distributed(
 
     ``none``: nothing is initialised and the device is ``device`` (``auto``:
     CUDA if available). ``torchrun``: the ``env://`` variables torchrun sets.
-    ``slurm``: those variables are computed from Slurm's (:func:`slurm_env`)
-    and exported, then ``env://``. The backend ``auto`` is nccl on CUDA and
+    ``slurm`` / ``mpi``: those variables are computed from Slurm's
+    (:func:`slurm_env`) or MPI's (:func:`mpi_env`) and exported, then
+    ``env://``. The backend ``auto`` is nccl on CUDA and
     gloo on CPU; on CUDA each process uses GPU ``LOCAL_RANK``. ``timeout_s``
     is the timeout of the training collectives; joining the group may take
     up to ``startup_timeout_s`` (ranks start at different times: imports,
@@ -100,6 +102,8 @@ def init_distributed(
 
     if launcher == "slurm":
         os.environ.update(slurm_env())
+    elif launcher == "mpi":
+        os.environ.update(mpi_env())
     missing = [k for k in TORCHRUN_VARS if k not in os.environ]
     if missing:
         raise DetcoreError(

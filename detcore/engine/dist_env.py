@@ -10,6 +10,12 @@ How processes find each other:
 * Slurm (``srun detcore train ...``): ``SLURM_PROCID``, ``SLURM_NTASKS``,
   ``SLURM_LOCALID`` and the step's node list; the first node of the list is
   the master, the port is ``MASTER_PORT`` or derived from the job id.
+* MPI (``mpirun -np N detcore train ...``): Open MPI's
+  ``OMPI_COMM_WORLD_RANK``/``_SIZE``/``_LOCAL_RANK`` or MPICH's (Hydra,
+  also Intel MPI) ``PMI_RANK``/``PMI_SIZE``/``MPI_LOCALRANKID``; MPI does not
+  say which host rank 0 runs on, so ``MASTER_ADDR`` is 127.0.0.1 when every
+  rank is on one node and must be exported otherwise; the port is
+  ``MASTER_PORT`` or 29500.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ __all__ = [
     "DistInfo",
     "LAUNCHERS",
     "detect_launcher",
+    "mpi_env",
     "resolve_backend",
     "resolve_device",
     "slurm_env",
@@ -32,7 +39,7 @@ __all__ = [
     "slurm_master_port",
 ]
 
-LAUNCHERS = ("none", "torchrun", "slurm")
+LAUNCHERS = ("none", "torchrun", "slurm", "mpi")
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 # Slurm job ids map into 10000..29999: below Linux's ephemeral range
 # (32768+), so a derived port rarely collides with a client socket, and two
@@ -77,7 +84,60 @@ def detect_launcher(env: dict | None = None) -> str:
     in_step = "SLURM_STEP_ID" in env or "SLURM_STEPID" in env
     if in_step and "SLURM_PROCID" in env and _slurm_ntasks(env) > 1:
         return "slurm"
+    mpi = _mpi_vars(env)
+    if mpi is not None and int(mpi[1]) > 1:
+        return "mpi"
     return "none"
+
+
+# (rank, world size, local rank, local world size) variables of each MPI
+# implementation, Open MPI first (MPICH's PMI_* may also appear under it).
+_MPI_VARS = (
+    ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE"),
+    ("PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "MPI_LOCALNRANKS"),
+)
+
+
+def _mpi_vars(env) -> tuple[str, str, str | None, str | None] | None:
+    for rank, size, local, local_size in _MPI_VARS:
+        if rank in env and size in env:
+            return env[rank], env[size], env.get(local), env.get(local_size)
+    return None
+
+
+def mpi_env(env: dict | None = None) -> dict[str, str]:
+    """torch.distributed's ``env://`` variables computed from Open MPI's or
+    MPICH's: ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` (and
+    ``LOCAL_WORLD_SIZE``); ``MASTER_ADDR`` (unless set) 127.0.0.1 when all
+    ranks share one node, an error naming the fix otherwise;
+    ``MASTER_PORT`` (unless set) 29500."""
+    env = os.environ if env is None else env
+    found = _mpi_vars(env)
+    if found is None:
+        raise DetcoreError(
+            "--launcher mpi, but neither Open MPI's OMPI_COMM_WORLD_RANK/OMPI_COMM_WORLD_SIZE nor MPICH's "
+            "PMI_RANK/PMI_SIZE is set: start the job with mpirun (e.g. 'mpirun -np 4 detcore train "
+            "RUN.toml'); see docs/distributed.md"
+        )
+    rank, size, local, local_size = found
+    if local is None:
+        raise DetcoreError(
+            f"--launcher mpi: rank {rank} of {size} but no local rank (OMPI_COMM_WORLD_LOCAL_RANK or "
+            "MPI_LOCALRANKID); use Open MPI's or MPICH's mpirun, or torchrun"
+        )
+    out = {"RANK": rank, "WORLD_SIZE": size, "LOCAL_RANK": local, "LOCAL_WORLD_SIZE": local_size or "1"}
+    addr = env.get("MASTER_ADDR")
+    if not addr:
+        if local_size is None or local_size != size:
+            raise DetcoreError(
+                f"--launcher mpi: the {size} ranks span several nodes and MPI does not say which host "
+                "rank 0 runs on; export MASTER_ADDR=<host of rank 0> to every rank (Open MPI: "
+                "'mpirun -x MASTER_ADDR=host0 ...'; MPICH: 'mpiexec -genv MASTER_ADDR host0 ...')"
+            )
+        addr = "127.0.0.1"
+    out["MASTER_ADDR"] = addr
+    out["MASTER_PORT"] = env.get("MASTER_PORT") or "29500"
+    return out
 
 
 def _slurm_ntasks(env) -> int:

@@ -21,10 +21,11 @@ from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.models.detection.rpn import RPNHead
 
 from detcore.errors import ConfigCheckError
+from detcore.models.norms import GroupNorm, batch_safe_group_norms
 
 
 def _norm(norm: str, groups: int = 32):
-    return {"none": None, "bn": nn.BatchNorm2d, "gn": partial(nn.GroupNorm, groups)}[norm]
+    return {"none": None, "bn": nn.BatchNorm2d, "gn": partial(GroupNorm, groups)}[norm]
 
 
 def rpn_head(in_channels: int, num_anchors: int, conv_depth: int = 1) -> RPNHead:
@@ -78,4 +79,5 @@ def fcos_head(in_channels: int, num_anchors: int, num_classes: int, num_convs: i
         raise ConfigCheckError(
             f"the FCOS head's GroupNorm(32) needs the neck's out_channels divisible by 32, got {in_channels}"
         )
-    return FCOSHead(in_channels, num_anchors, num_classes, num_convs=num_convs)
+    # FCOSHead builds its GroupNorm(32) itself
+    return batch_safe_group_norms(FCOSHead(in_channels, num_anchors, num_classes, num_convs=num_convs))

@@ -10,6 +10,7 @@ from torchvision.ops.feature_pyramid_network import (
 )
 
 from detcore.errors import ConfigCheckError
+from detcore.models.norms import GroupNorm
 
 
 class FPN(FeaturePyramidNetwork):
@@ -35,7 +36,7 @@ def fpn(in_channels: list[int], out_channels: int = 256, extra: str = "none", no
         "p6p7": lambda: LastLevelP6P7(out_channels, out_channels),
         "p6p7_c5": lambda: LastLevelP6P7(in_channels[-1], out_channels),
     }[extra]()
-    norm_layer = {"none": None, "bn": nn.BatchNorm2d, "gn": lambda c: nn.GroupNorm(32, c)}[norm]
+    norm_layer = {"none": None, "bn": nn.BatchNorm2d, "gn": lambda c: GroupNorm(32, c)}[norm]
     if norm == "gn" and out_channels % 32:
         raise ConfigCheckError(f"norm = 'gn' needs out_channels divisible by 32, got {out_channels}",
                                key="out_channels")

@@ -19,7 +19,7 @@ from detcore.catalog import Command
 
 def configure(parser) -> None:
     parser.add_argument("--out", required=True)
-    parser.add_argument("--launcher", choices=["none", "torchrun", "slurm"])
+    parser.add_argument("--launcher", choices=["none", "torchrun", "slurm", "mpi"])
     parser.add_argument("--nproc", type=int)
     parser.add_argument("--port", type=int)
     parser.add_argument("--timeout-s", type=float, default=60.0)

@@ -1,0 +1,84 @@
+"""A 32-channel FCOS (GroupNorm(32): one channel per group, a 1x1 P7 on
+small images) predicts a single image and validates on 2 gloo ranks whose
+split leaves one rank a last batch of one image (issue 18, item 5). Real
+subprocesses: ``detcore train --nproc 2``, then ``detcore predict``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+pytest.importorskip("detcore_coco", reason="uses the coco dataset and metric of detcore-coco")
+
+RUN_FILE = """\
+work_dir = "work"
+seed = 0
+device = "cpu"
+
+[model]
+type = "fcos"
+num_classes = 3
+backbone = { type = "tiny", width = 8 }
+neck = { type = "fpn", out_channels = 32, extra = "p6p7" }
+head = { type = "fcos_head", num_convs = 1 }
+min_size = 64
+max_size = 64
+
+[data]
+batch_size = 2
+workers = 0
+
+[data.train]
+type = "coco"
+ann_file = "shapes/train.json"
+img_dir = "shapes/train"
+
+[data.val]
+type = "coco"
+ann_file = "shapes/val.json"
+img_dir = "shapes/val"
+
+[optimizer]
+type = "sgd"
+lr = 0.001
+
+[train]
+max_iters = 2
+val_interval = 2
+
+[checkpoint]
+interval = 2
+
+[[metrics]]
+type = "coco"
+"""
+
+
+def detcore(*args, cwd) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, "-m", "detcore", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_fcos_32_channels_validates_on_an_odd_split_over_two_ranks_and_predicts_one_image(tmp_path):
+    r = detcore("coco", "make-shapes", "shapes", "--train", 4, "--val", 17, "--size", 64, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    (tmp_path / "run.toml").write_text(RUN_FILE)
+    # 17 val images on 2 ranks, 2 per batch: one rank ends on a batch of one
+    r = detcore("train", "run.toml", "--nproc", 2, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    val = [json.loads(x) for x in (tmp_path / "work" / "scalars.jsonl").read_text().splitlines()
+           if '"val"' in x]
+    assert val and "bbox_mAP" in val[-1]
+
+    r = detcore("predict", "run.toml", "--checkpoint", "work/iter_2.pth", "shapes/val/000000.jpg",
+                "--out-dir", "pred", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    record = json.loads((tmp_path / "pred" / "predictions.json").read_text())
+    assert [os.path.basename(i["file"]) for i in record["images"]] == ["000000.jpg"]
