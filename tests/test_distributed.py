@@ -136,11 +136,14 @@ def test_slurm_env():
 
 
 def test_init_distributed_errors(monkeypatch):
-    for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID"):
+    for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "OMPI_COMM_WORLD_RANK",
+              "PMI_RANK"):
         monkeypatch.delenv(k, raising=False)
     with pytest.raises(DetcoreError, match="torchrun --nproc-per-node"):
         dist.init_distributed("torchrun", "auto", "cpu")
     with pytest.raises(DetcoreError, match="unknown launcher"):
+        dist.init_distributed("pmix", "auto", "cpu")
+    with pytest.raises(DetcoreError, match="--launcher mpi, but neither Open MPI's .* start the job with mpirun"):
         dist.init_distributed("mpi", "auto", "cpu")
     info, device = dist.init_distributed("none", "auto", "cpu")
     assert (info.world_size, info.is_main, info.distributed, device.type) == (1, True, False, "cpu")
