@@ -25,6 +25,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "detcore.tools": "detcore.builtin.tools",
     "detcore.synthetic": "detcore.builtin.synthetic",
     "detcore.plots": "detcore.builtin.plots",
+    "detcore.hooks": "detcore.builtin.hooks",
 }
 
 

@@ -14,12 +14,12 @@ from detcore_hooks.plugin import (
     early_stopping,
     ema,
     profiler,
-    progress,
     tensorboard,
     visualize,
 )
 from torch import nn
 
+from detcore.engine.progress import Progress
 from detcore.plugins import DetcorePluginManager
 
 
@@ -75,7 +75,7 @@ def test_pluggy_order_of_the_hooks_markers():
     # pluggy calls the implementations from the end of this list.
     called = [impl.plugin.name for impl in reversed(pm.hook.detcore_after_train_iter.get_hookimpls())]
     assert called == ["check_finite", "ema", "profiler"]
-    for h in [early_stopping(metric="m2"), visualize(), progress(), tensorboard()][::-1]:
+    for h in [early_stopping(metric="m2"), visualize(), Progress(), tensorboard()][::-1]:
         pm.register(h)
     called = [impl.plugin.name for impl in reversed(pm.hook.detcore_after_val_epoch.get_hookimpls())]
     assert called[-2:] == ["early_stopping", "early_stopping"]

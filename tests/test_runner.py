@@ -56,7 +56,10 @@ def test_iteration_based_run_hooks_logs_and_files(tmp_path, capsys):
         import tomli as tomllib
     resolved = tomllib.loads((w / "resolved.toml").read_text())
     assert resolved["train"]["max_iters"] == 6 and resolved["model"]["type"] == "tiny_det"
-    assert "final metrics" in out and "distinct_images" in out
+    # Each validation's table once; the environment report in the log file only.
+    assert out.count("validation after") == 2 and out.count("distinct_images") == 2
+    assert "training done: 6 iterations" in out and "iter_6.pth" in out.splitlines()[-1]
+    assert out.count("environment: python") == 1 and "  torchvision:" not in out and "  torchvision:" in log
 
 
 def test_epoch_based_val_interval_and_no_validate(tmp_path):

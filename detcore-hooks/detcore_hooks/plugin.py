@@ -149,19 +149,6 @@ def early_stopping(
     return EarlyStoppingHook(metric=metric, mode=mode, patience=patience, min_delta=min_delta, check_finite=check_finite)
 
 
-@check_with(_positive("interval"))
-def progress(
-    interval: int = 20,
-    mode: Literal["auto", "bar", "lines"] = "auto",
-) -> Any:
-    """A tqdm progress bar for training and validation (loss, lr, ETA) on a
-    terminal; plain lines every ``interval`` iterations when stdout is not one
-    (``mode = "auto"``)."""
-    from detcore_hooks.progress import ProgressHook
-
-    return ProgressHook(interval=interval, mode=mode)
-
-
 @check_with(_check_tensorboard)
 def tensorboard(
     log_dir: str | None = None,
@@ -260,7 +247,6 @@ def detcore_runner_hooks() -> dict[str, Any]:
     return {
         "ema": ema,
         "early_stopping": early_stopping,
-        "progress": progress,
         "tensorboard": tensorboard,
         "visualize": visualize,
         "freeze": freeze,

@@ -10,7 +10,60 @@ import platform
 import sys
 from pathlib import Path
 
-__all__ = ["ScalarWriter", "close_logger", "environment", "format_environment", "setup_logger"]
+__all__ = [
+    "ConsoleHandler",
+    "ScalarWriter",
+    "close_logger",
+    "console_handler",
+    "environment",
+    "environment_summary",
+    "format_environment",
+    "setup_logger",
+]
+
+# ``logger.info(..., extra=FILE_ONLY)``: the record goes to the log file, not
+# the console (the environment dump).
+FILE_ONLY = {"console": False}
+# ``extra=ITERATION_LINE`` marks the runner's training line, which a progress
+# bar replaces on the console.
+ITERATION_LINE = {"iteration_line": True}
+
+
+class ConsoleHandler(logging.StreamHandler):
+    """The run's console: leaves out file-only records and, while a progress
+    bar is on screen, writes through ``tqdm.write`` (above the bar) and
+    leaves out the iteration lines the bar replaces."""
+
+    def __init__(self, stream=None):
+        super().__init__(stream if stream is not None else sys.stdout)
+        self._tqdm = False
+        self._hide_iterations = False
+
+    def use_tqdm(self, on: bool = True, *, hide_iteration_lines: bool = False) -> None:
+        self._tqdm = on
+        self._hide_iterations = on and hide_iteration_lines
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "console", True) is False:
+            return False
+        if self._hide_iterations and getattr(record, "iteration_line", False):
+            return False
+        return super().filter(record)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self._tqdm:
+            return super().emit(record)
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # as logging.StreamHandler.emit does
+            self.handleError(record)
+
+
+def console_handler(logger: logging.Logger) -> ConsoleHandler | None:
+    """The :class:`ConsoleHandler` of a run's logger (``None`` on other ranks)."""
+    return next((h for h in logger.handlers if isinstance(h, ConsoleHandler)), None)
 
 _FORMAT = "%(asctime)s %(levelname).1s %(message)s"
 
@@ -27,7 +80,7 @@ def setup_logger(work_dir: Path | None, timestamp: str, *, is_main: bool, rank: 
     log_file = None
     if is_main:
         logger.setLevel(logging.INFO)
-        console = logging.StreamHandler(sys.stdout)
+        console = ConsoleHandler(sys.stdout)
         console.setFormatter(fmt)
         console.addFilter(lambda record: not getattr(record, "file_only", False))
         logger.addHandler(console)
@@ -132,6 +185,23 @@ def environment(pm=None) -> dict:
             plugins[name] = f"{dist} {version}".strip()
         env["plugins"] = plugins
     return env
+
+
+def environment_summary(env: dict) -> str:
+    """One line of :func:`environment` for the console (the log file gets it all)."""
+    parts = [f"python {env.get('python')}", f"torch {env.get('torch')}", f"torchvision {env.get('torchvision')}"]
+    device = f"device {env['device']}" if env.get("device") else "device"
+    if env.get("cuda_available"):
+        gpus = env.get("gpus") or []
+        device += f" (CUDA {env.get('cuda')}, {len(gpus)} GPU(s)" + (f": {gpus[0]}" if gpus else "") + ")"
+    else:
+        device += " (no CUDA)"
+    parts.append(device)
+    if env.get("world_size", 1) > 1:
+        parts.append(f"{env['world_size']} processes ({env.get('launcher')})")
+    if "plugins" in env:
+        parts.append(f"{len(env['plugins'])} plugins")
+    return "environment: " + ", ".join(parts)
 
 
 def format_environment(env: dict) -> str:

@@ -138,8 +138,10 @@ class Runner:
         self.device = device
 
         from detcore.engine.logger import (
+            FILE_ONLY,
             ScalarWriter,
             environment,
+            environment_summary,
             format_environment,
             setup_logger,
         )
@@ -155,7 +157,10 @@ class Runner:
         env["launcher"] = info.launcher
         env["device"] = str(device)
         self.logger.info("detcore train %s -> work dir %s (log %s)", self.run.path, self.work_dir, self.log_file)
-        self.logger.info(format_environment(env))
+        # The full report (versions, GPUs, every plugin) is for the log file;
+        # the console gets one line.
+        self.logger.info(format_environment(env), extra=FILE_ONLY)
+        self.logger.info("%s (all of it in the log file)", environment_summary(env))
         for warning in getattr(self.run, "warnings", ()):
             self.logger.warning("run file: %s", warning)
         claim.report(self.logger)
@@ -325,6 +330,7 @@ class Runner:
 
     def _setup_hooks(self) -> None:
         from detcore.engine.build import build_hooks
+        from detcore.engine.progress import Progress
         from detcore.errors import PluginError
 
         for (name, hook), table in zip(build_hooks(self.run), self.cfg.hooks):
@@ -335,6 +341,11 @@ class Runner:
             if self.pm.get_plugin(name) is None:  # a lenient manager only records the problem
                 raise PluginError(" ".join(self.pm.problems.get(name, [f"runner hook '{name}' could not be registered"])))
             self._hook_names.append(name)
+        configured = [self.run.catalog.get("runner_hook", t["type"]) for t in self.cfg.hooks]
+        if not any((c.plugin, c.name) == ("detcore.hooks", "progress") for c in configured):
+            # Every run shows its progress; a [[hooks]] progress table only changes how.
+            self.pm.register(Progress(), name="runner-hook:progress")
+            self._hook_names.append("runner-hook:progress")
         self.pm.check_hooks()
 
     # ------------------------------------------------------------------
@@ -400,12 +411,13 @@ class Runner:
         due = self.schedule.at_end(self.iter, validated_at=self._last_val_iter, saved_at=self.checkpointer.saved_at)
         self._run_due(due)
         self.pm.hook.detcore_after_run(runner=self)
-        if self.last_metrics and self.is_main:
-            from detcore.engine.evaluation import format_metrics
-
-            self.logger.info("final metrics (iteration %d):\n%s", self._last_val_iter, format_metrics(self.last_metrics))
+        # The last validation's table is already on screen: name the
+        # checkpoints to use instead of printing it again.
+        best = self.best
+        kept = f"; best {best['metric']} {best['value']:.4f}: {self.work_dir / best['checkpoint']}" if best else ""
         self.logger.info(
-            "training done: %d iterations in %s; work dir %s", self.iter, fmt_time(self._train_log.elapsed()), self.work_dir
+            "training done: %d iterations in %s; last checkpoint %s%s",
+            self.iter, fmt_time(self._train_log.elapsed()), self.checkpointer.latest_path(), kept,
         )
         return 0
 

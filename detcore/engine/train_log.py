@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-__all__ = ["TrainLog", "fmt_time"]
+__all__ = ["TrainLog", "current_lr", "fmt_time"]
 
 
 def fmt_time(seconds: float) -> str:
@@ -15,6 +15,12 @@ def fmt_time(seconds: float) -> str:
     h, rem = divmod(rem, 3600)
     m, s = divmod(rem, 60)
     return (f"{d}d " if d else "") + f"{h}:{m:02d}:{s:02d}"
+
+
+def current_lr(optimizer) -> float:
+    """The lr to show: the first parameter group without an lr multiplier."""
+    groups = optimizer.param_groups
+    return next((g["lr"] for g in groups if g.get("lr_mult", 1.0) == 1.0), groups[0]["lr"])
 
 
 class TrainLog:
@@ -48,6 +54,8 @@ class TrainLog:
         """Average the window, log it (rank 0) and start a new one; the record."""
         import torch
 
+        from detcore.engine.logger import ITERATION_LINE
+
         n = max(self.n, 1)
         window = self.losses
         if runner.world_size > 1 and window:
@@ -61,8 +69,7 @@ class TrainLog:
             tdist.all_reduce(t)
             window = dict(zip(keys, (t / runner.world_size).unbind()))
         values = {k: float(v) / n for k, v in window.items()}
-        lrs = runner.optimizer.param_groups
-        lr = next((g["lr"] for g in lrs if g.get("lr_mult", 1.0) == 1.0), lrs[0]["lr"])
+        lr = current_lr(runner.optimizer)
         iter_time = self.time / n
         done = runner.iter - self.iters_at_start
         eta = self.elapsed() / max(done, 1) * (runner.max_iters - runner.iter)
@@ -95,5 +102,6 @@ class TrainLog:
                 "%siter %d/%d lr %.3g loss %.4f (%s) time %.3fs data %.3fs eta %s mem %.0fMB",
                 epoch, runner.iter, runner.max_iters, lr, values.get("loss", float("nan")), terms,
                 iter_time, record["data_time"], fmt_time(eta), mem,
+                extra=ITERATION_LINE,  # a progress bar shows it instead, on the console
             )
         return record

@@ -1,56 +1,82 @@
-"""``progress``: a tqdm bar on a terminal, plain periodic lines elsewhere."""
+"""What training shows on the console while it runs: a progress bar on a
+terminal, plain log lines elsewhere.
+
+Every run has one :class:`Progress` (rank 0 draws; other ranks are quiet):
+the runner registers it unless the run file configures its own with a
+``[[hooks]] type = "progress"`` table (the ``progress`` runner hook, built in).
+
+- On a terminal (``mode = "auto"`` and stdout is a TTY, or ``"bar"``): a tqdm
+  bar per epoch with the loss, lr and the ETA of the whole run, and one per
+  validation. The runner's iteration lines go to the log file only (the bar
+  shows them); its other lines (checkpoints, validation results, warnings)
+  are written above the bar.
+- Elsewhere (a pipe, a file, a CI or Slurm log): the runner's iteration line
+  every ``train.log_interval`` iterations, plus a line after the first
+  iteration (a long first epoch shows something at once), a line every
+  ``interval`` iterations when set, and validation progress lines. Never two
+  lines for the same iteration.
+"""
 
 from __future__ import annotations
 
-import datetime
 import math
 import os
 import sys
 import time
 
 from detcore import hookimpl
-from detcore.errors import DetcoreError
+
+__all__ = ["Progress"]
 
 # How often (seconds) the bar's loss / lr / ETA are refreshed: reading a loss
 # forces a device sync, so not every iteration.
 _BAR_REFRESH_S = 0.5
 
 
+def _lr(runner) -> float:
+    from detcore.engine.train_log import current_lr
+
+    return current_lr(runner.optimizer)
+
+
 def _fmt_eta(seconds: float) -> str:
     if not math.isfinite(seconds) or seconds < 0:
         return "?"
-    return str(datetime.timedelta(seconds=int(seconds)))
+    from detcore.engine.train_log import fmt_time
+
+    return fmt_time(seconds)
 
 
-def _lr(runner) -> float:
-    return max(g["lr"] for g in runner.optimizer.param_groups)
+class Progress:
+    """The console of a training run (see the module docstring).
 
-
-class ProgressHook:
-    """See :func:`detcore_hooks.plugin.progress`."""
+    ``interval``: in line mode, also print every ``interval`` iterations
+    (and validation batches); ``None``: only the runner's
+    ``train.log_interval`` lines (validation progress every
+    ``log_interval`` batches). ``mode``: ``"auto"``, ``"bar"`` or
+    ``"lines"``. ``stream``: where the bar goes (default stdout).
+    """
 
     name = "progress"
 
-    def __init__(self, *, interval: int, mode: str, stream=None):
+    def __init__(self, *, interval: int | None = None, mode: str = "auto", stream=None):
         self.interval = interval
         self.mode = mode
         self.stream = stream
         self.enabled = False
         self.bar_mode = False
+        self._console = None  # the runner's ConsoleHandler
         self._bar = None
         self._val_bar = None
-        self._redirect = None
         self._t0 = 0.0
         self._iter0 = 0
         self._last_refresh = 0.0
         self._seen_iter: int | None = None
         self._val_done = 0
         self._val_total = 0
-        # The epoch last trained (0-based): the runner has already advanced
-        # runner.epoch when it validates at the end of an epoch.
+        self._val_every = 1
+        self._log_interval = 1
         self._epoch = 0
-
-    # -- helpers ----------------------------------------------------------
 
     @property
     def out(self):
@@ -66,9 +92,6 @@ class ProgressHook:
             cols = 0
         return {"dynamic_ncols": True} if cols > 0 else {"ncols": 100, "nrows": 20}
 
-    def _print(self, line: str) -> None:
-        print(line, file=self.out, flush=True)
-
     def _eta(self, runner) -> str:
         done = runner.iter - self._iter0
         if done <= 0 or not runner.max_iters:
@@ -77,9 +100,7 @@ class ProgressHook:
         return _fmt_eta(per_iter * (runner.max_iters - runner.iter))
 
     def _epoch_label(self, runner, epoch: int) -> str:
-        if runner.max_epochs:
-            return f"epoch {epoch + 1}/{runner.max_epochs}"
-        return f"epoch {epoch + 1}"
+        return f"epoch {epoch + 1}/{runner.max_epochs}" if runner.max_epochs else f"epoch {epoch + 1}"
 
     def _val_batches(self, runner) -> int:
         data = runner.cfg.data
@@ -87,31 +108,33 @@ class ProgressHook:
         n = len(runner.val_dataset) if runner.val_dataset is not None else 0
         return math.ceil(math.ceil(n / max(runner.world_size, 1)) / bs)
 
+    def _say(self, runner, line: str) -> None:
+        """A line through the run's logger: timestamped, on the console
+        (above the bar) and in the log file."""
+        runner.logger.info("%s", line)
+
     # -- hooks ------------------------------------------------------------
 
     @hookimpl
     def detcore_before_run(self, runner) -> None:
+        from detcore.engine.logger import console_handler
+
         self.enabled = bool(runner.is_main)
         if not self.enabled:
             return
+        self._console = console_handler(runner.logger)
         tty = bool(getattr(self.out, "isatty", lambda: False)())
         self.bar_mode = self.mode == "bar" or (self.mode == "auto" and tty)
         if self.bar_mode:
             try:
-                from tqdm.contrib.logging import logging_redirect_tqdm
-            except ImportError:
-                raise DetcoreError(
-                    "the 'progress' hook draws its bar with tqdm, which is not installed: "
-                    "pip install 'detcore-hooks[progress]' (or set mode = \"lines\")"
-                ) from None
-            # Route the runner's console log lines through tqdm.write so they
-            # do not break the bar.
-            loggers, lg = [], runner.logger
-            while lg is not None:
-                loggers.append(lg)
-                lg = lg.parent if lg.propagate else None
-            self._redirect = logging_redirect_tqdm(loggers=loggers)
-            self._redirect.__enter__()
+                import tqdm  # noqa: F401
+            except ImportError:  # a core dependency, but an environment may lack it
+                runner.logger.warning("tqdm is not installed: no progress bar (pip install tqdm)")
+                self.bar_mode = False
+        if self.bar_mode and self._console is not None:
+            # The bar shows the iteration lines; the log file keeps them.
+            self._console.use_tqdm(hide_iteration_lines=True)
+        self._log_interval = runner.cfg.train.log_interval
         self._t0 = time.perf_counter()
         self._iter0 = self._seen_iter = runner.iter
 
@@ -124,15 +147,11 @@ class ProgressHook:
 
         total = len(runner.train_loader)
         if not runner.max_epochs and runner.max_iters:
-            accumulate = runner.cfg.train.accumulate
-            total = min(total, (runner.max_iters - runner.iter) * accumulate)
+            total = min(total, (runner.max_iters - runner.iter) * runner.cfg.train.accumulate)
         self._close(train=True)
         self._bar = tqdm(
-            total=total,
-            desc=self._epoch_label(runner, epoch),
-            file=self.out,
-            leave=False,
-            unit="it",
+            # Each finished epoch stays on screen: its last loss, lr and ETA.
+            total=total, desc=self._epoch_label(runner, epoch), file=self.out, leave=True, unit="it",
             **self._bar_size(),
         )
 
@@ -145,25 +164,32 @@ class ProgressHook:
                 return
             self._bar.update(1)
             now = time.perf_counter()
-            if now - self._last_refresh >= _BAR_REFRESH_S:
+            first = runner.iter == self._iter0 + 1
+            if first or now - self._last_refresh >= _BAR_REFRESH_S:
                 self._last_refresh = now
                 self._bar.set_postfix_str(
-                    f"loss {float(losses['loss']):.4f} lr {_lr(runner):.3g} eta {self._eta(runner)}",
-                    refresh=False,
+                    f"loss {float(losses['loss']):.4f} lr {_lr(runner):.3g} eta {self._eta(runner)}", refresh=first,
                 )
             return
         if runner.iter == self._seen_iter:
-            return  # micro-batch without an optimizer step
+            return  # a micro-batch without an optimizer step
         self._seen_iter = runner.iter
-        if runner.iter % self.interval and runner.iter != runner.max_iters:
+        it = runner.iter
+        if it % self._log_interval == 0 or it == runner.max_iters:
+            return  # the runner logs this iteration itself
+        first = it == self._iter0 + 1
+        if not (first or (self.interval and it % self.interval == 0)):
             return
         terms = " ".join(f"{k} {float(v):.4f}" for k, v in losses.items() if k != "loss")
         total = f"/{runner.max_iters}" if runner.max_iters else ""
-        self._print(
-            f"{self._epoch_label(runner, self._epoch)} iter {runner.iter}{total} "
-            f"loss {float(losses['loss']):.4f} ({terms}) lr {_lr(runner):.3g} "
+        prefix = f"{self._epoch_label(runner, self._epoch)} " if runner.max_epochs else ""
+        line = (
+            f"{prefix}iter {it}{total} lr {_lr(runner):.3g} loss {float(losses['loss']):.4f} ({terms}) "
             f"eta {self._eta(runner)}"
         )
+        if first and self._log_interval > 1:
+            line += f" (then every {self._log_interval} iterations)"
+        self._say(runner, line)
 
     @hookimpl
     def detcore_after_train_epoch(self, runner, epoch: int) -> None:
@@ -174,6 +200,8 @@ class ProgressHook:
         if not self.enabled:
             return
         self._val_done, self._val_total = 0, self._val_batches(runner)
+        self._val_every = self.interval or self._log_interval
+        self._val_t0 = time.perf_counter()
         if self.bar_mode:
             from tqdm import tqdm
 
@@ -188,22 +216,17 @@ class ProgressHook:
         self._val_done += 1
         if self._val_bar is not None:
             self._val_bar.update(1)
-        elif not self.bar_mode and (self._val_done % self.interval == 0 or self._val_done == self._val_total):
-            self._print(f"val batch {self._val_done}/{self._val_total}")
+            if self._val_done >= self._val_total:
+                self._close(train=False)  # before the runner logs the results
+        elif not self.bar_mode and (self._val_done == 1 or self._val_done % self._val_every == 0):
+            done, total = self._val_done, self._val_total
+            per = (time.perf_counter() - self._val_t0) / done
+            self._say(runner, f"val batch {done}/{total} eta {_fmt_eta(per * (total - done))}")
 
     @hookimpl
     def detcore_after_val_epoch(self, runner, metrics: dict) -> None:
-        if not self.enabled:
-            return
-        self._close(train=False)
-        shown = " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-        line = f"{self._epoch_label(runner, self._epoch)} val: {shown or '(no metrics)'}"
-        if self.bar_mode:
-            from tqdm import tqdm
-
-            tqdm.write(line, file=self.out)
-        else:
-            self._print(line)
+        if self.enabled:
+            self._close(train=False)
 
     @hookimpl
     def detcore_after_run(self, runner) -> None:
@@ -211,11 +234,8 @@ class ProgressHook:
             return
         self._close(train=True)
         self._close(train=False)
-        if self._redirect is not None:
-            self._redirect.__exit__(None, None, None)
-            self._redirect = None
-        elapsed = _fmt_eta(time.perf_counter() - self._t0)
-        self._print(f"training finished at iteration {runner.iter} in {elapsed}")
+        if self._console is not None:
+            self._console.use_tqdm(False)
 
     def _close(self, *, train: bool) -> None:
         attr = "_bar" if train else "_val_bar"
@@ -223,4 +243,3 @@ class ProgressHook:
         if bar is not None:
             bar.close()
             setattr(self, attr, None)
-

@@ -1,0 +1,99 @@
+"""The training console without a [[hooks]] table: a progress bar on a real
+pseudo-terminal, plain lines through a pipe; never two lines for one
+iteration, each validation's metrics once, the environment report in the log
+file only; a ``progress`` table changes the mode and interval."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "hooks_plugins"))
+from hooks_runs import detcore_cli, detcore_on_terminal, train, write_run  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+TERMS = ("classification", "bbox_regression", "bbox_ctrness")  # FCOS's loss terms
+NUMBER = r"\d+\.\d{4}"
+# 8 images, batch 4: 2 iterations per epoch, 2 epochs; the runner logs every 3.
+SCHEDULE = {"max_epochs": 2, "log_interval": 3}
+
+
+def iteration_lines(text: str) -> list[int]:
+    """The iteration of every console line that reports one."""
+    return [int(m) for m in re.findall(r"^\S+ \S+ I epoch \d/2 iter (\d+)/4 ", text, re.M)]
+
+
+def log_file(work: Path) -> str:
+    (path,) = work.glob("*.log")
+    return path.read_text()
+
+
+def test_plain_lines_when_stdout_is_not_a_terminal(tmp_path):
+    path = write_run(tmp_path, [], train=SCHEDULE)
+    proc = detcore_cli("train", str(path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "\r" not in out and "it/s" not in out  # no bar
+    # A line after the first iteration (log_interval is 3), then the runner's
+    # lines at 3 and at the end: each iteration at most once.
+    assert iteration_lines(out) == [1, 3, 4]
+    first = re.search(r"^.* I epoch 1/2 iter 1/4 lr 0\.02 loss (\S+) \((.*)\) eta (\S+) \(then every 3 iterations\)$",
+                      out, re.M)
+    assert first, out
+    assert re.fullmatch(NUMBER, first.group(1))
+    assert all(f"{t} " in first.group(2) for t in TERMS) and re.fullmatch(r"\d+:\d\d:\d\d", first.group(3))
+    assert re.search(rf"I epoch 2/2 iter 3/4 lr 0\.02 loss {NUMBER} \(.*\) time .* eta \d+:\d\d:\d\d mem ", out)
+    # Validation progress, then its metrics: once per validation, never repeated at the end.
+    assert len(re.findall(r"I val batch 1/1 eta ", out)) == 2
+    assert out.count("score  0.1000") == 1 and out.count("score  0.2000") == 1
+    assert "final metrics" not in out and out.count("training done: 4 iterations") == 1
+    # The environment: one line here, the whole report in the log file.
+    assert len(re.findall(r"^.* I environment: python \S+, torch \S+, torchvision \S+, device cpu", out, re.M)) == 1
+    assert "  torchvision:" not in out and "  plugins:" not in out
+    log = log_file(tmp_path / "run")
+    assert "environment:\n  python: " in log and "  torchvision: " in log and "  plugins:" in log
+    assert iteration_lines(log) == [1, 3, 4]
+
+
+def test_progress_bar_on_a_terminal(tmp_path):
+    path = write_run(tmp_path, [], train=SCHEDULE)
+    status, out = detcore_on_terminal("train", str(path), cwd=tmp_path)
+    assert status == 0, out
+    # A bar per epoch with the loss, lr and ETA, and one per validation.
+    for epoch in (1, 2):
+        assert re.search(rf"\repoch {epoch}/2: +100%\|.*\| 2/2 \[.*loss {NUMBER} lr 0\.02 eta \d+:\d\d:\d\d\]", out), out
+    assert len(re.findall(r"\rval: +100%\|.*\| 1/1 ", out)) == 2
+    # The bar replaces the iteration lines on the console; the log file keeps them.
+    assert iteration_lines(out.replace("\r\n", "\n")) == []
+    assert iteration_lines(log_file(tmp_path / "run")) == [3, 4]
+    # Validation results and checkpoints are written above the bar, once each.
+    assert out.count("score  0.1000") == 1 and out.count("score  0.2000") == 1
+    assert out.count("checkpoint saved:") == 2 and out.count("training done: 4 iterations") == 1
+    assert out.count("I environment: python") == 1 and "  torchvision:" not in out
+
+
+def test_a_progress_table_sets_mode_and_interval(tmp_path, capsys):
+    # Lines on a terminal, one every iteration: the runner's lines at 3 and 4,
+    # the progress lines at 1 and 2, none twice.
+    path = write_run(tmp_path, [{"type": "progress", "mode": "lines", "interval": 1}], name="lines", train=SCHEDULE)
+    status, out = detcore_on_terminal("train", str(path), cwd=tmp_path)
+    assert status == 0, out
+    out = out.replace("\r\n", "\n")
+    assert "it/s" not in out and iteration_lines(out) == [1, 2, 3, 4]
+    # A bar into a pipe when asked for (here: pytest's captured stdout).
+    path = write_run(tmp_path, [{"type": "progress", "mode": "bar"}], name="bar", train={"max_epochs": 1})
+    assert train(path) == 0
+    captured = capsys.readouterr().out
+    assert re.search(rf"epoch 1/1: +100%\|.*\| 2/2 \[.*loss {NUMBER} lr 0\.02 eta ", captured), captured
+    assert re.search(r"val: +100%\|.*\| 1/1 ", captured)
+
+
+def test_progress_table_is_checked(tmp_path):
+    path = write_run(tmp_path, [{"type": "progress", "interval": 0}], train=SCHEDULE)
+    proc = detcore_cli("config", "check", str(path), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "hooks[0].interval" in proc.stderr and "positive integer" in proc.stderr
