@@ -217,7 +217,8 @@ class Progress:
         if self._val_bar is not None:
             self._val_bar.update(1)
             if self._val_done >= self._val_total:
-                self._close(train=False)  # before the runner logs the results
+                self._val_bar.refresh()  # show 100% (tqdm draws at most every 0.1 s) ...
+                self._close(train=False)  # ... then clear it before the runner logs the results
         elif not self.bar_mode and (self._val_done == 1 or self._val_done % self._val_every == 0):
             done, total = self._val_done, self._val_total
             per = (time.perf_counter() - self._val_t0) / done
