@@ -92,7 +92,27 @@ def check_with(check: Callable[[dict, CheckContext], None]):
     training: ``check(args, ctx)`` gets the table's arguments (nested tables
     as dicts) and raises ``detcore.ConfigCheckError(message, key)`` for
     values the signature alone cannot reject (e.g. channel counts that
-    must agree between a backbone and a neck)."""
+    must agree between a backbone and a neck).
+
+    ``ctx`` is a :class:`CheckContext`: ``ctx.catalog`` (look up the
+    component a nested table names, e.g. its declared output channels),
+    ``ctx.path`` (where this table sits: ``model``, ``model.head``) and
+    ``ctx.check_child(...)``, which runs a nested table's own check with the
+    arguments this component will pass it.
+
+    Arguments the parent passes (the names after the kind in
+    ``Sub["head", "in_channels", ...]``) are not in the run-file table, so
+    the check cannot see them when the run file is checked on its own; it
+    sees them when the parent calls :meth:`CheckContext.check_child` from its
+    own check, and again when the parent builds the component (detcore runs
+    the check with them before the factory). Write such checks to accept
+    the argument being absent (``args.get("in_channels")``). A problem with a
+    passed argument is reported at the run-file key it comes from (the
+    parent says which, see :meth:`Spec.from_keys`), never at a key the user
+    did not write.
+
+    ``key`` in ``ConfigCheckError`` is relative to the table: ``"depth"``,
+    ``"neck.in_channels"``."""
 
     def decorate(factory):
         factory.__detcore_check__ = check
@@ -177,6 +197,63 @@ class CheckContext:
         if found is not None:
             found.setdefault(self.path, {}).update(facts)
 
+    def check_child(
+        self,
+        key: str,
+        table: Any,
+        *,
+        kind: str,
+        provided: dict[str, Any],
+        sources: dict[str, str] | None = None,
+    ) -> None:
+        """Run the check of this component's nested table ``key`` (of
+        ``kind``) with the arguments this component will pass it when it
+        builds it (``provided``: ``{"in_channels": 256}``), as the build will.
+
+        ``sources`` names, for each provided argument, the key of *this*
+        table it derives from (``{"in_channels": "neck.out_channels"}``), so
+        the child's complaint about ``in_channels`` is reported at
+        ``model.neck.out_channels`` (the key the user can change) rather
+        than at ``model.head.in_channels``, which the run file does not
+        have. A table without ``type`` (or not a table) is left alone: the
+        signature check reports it.
+        """
+        if not isinstance(table, dict) or not isinstance(table.get("type"), str):
+            return
+        comp = self.catalog.get(kind, table["type"])
+        check = getattr(comp.factory, "__detcore_check__", None)
+        if check is None:
+            return
+        args = {k: v for k, v in table.items() if k != "type"}
+        try:
+            check({**args, **provided}, CheckContext(self.catalog, f"{self.path}.{key}" if self.path else key))
+        except ConfigCheckError as exc:
+            message, where = _blame_passed(exc, comp, key, provided, sources or {})
+            raise ConfigCheckError(message, key=where) from None
+
+
+def _blame_passed(exc: ConfigCheckError, comp: Component, key: str, provided: dict, sources: dict[str, str]):
+    """``(message, key relative to the parent)`` for a child's check error:
+    a problem with an argument the parent passed is put at the parent's key
+    it derives from (``sources``), or at the child's table, saying that the
+    value is passed, not written; any other at the child's own key."""
+    name = (exc.key or "").split(".")[0]
+    if name not in provided:
+        return str(exc), ".".join(p for p in (key, exc.key) if p)
+    value = shorten(provided[name])
+    source = sources.get(name)
+    if source is not None:
+        return (
+            f"{exc} ({comp.kind} '{comp.name}' in '{key}' gets {name} = {value} from '{source}': change "
+            f"'{source}' or choose another {comp.kind})",
+            source,
+        )
+    return (
+        f"{exc} ({name} = {value} is not set in '{key}': the enclosing component passes it, derived from "
+        f"its other settings)",
+        key,
+    )
+
 
 class Spec:
     """A validated component table, built on demand: ``spec(**extra_args)``.
@@ -192,6 +269,7 @@ class Spec:
         self.table = dict(table)
         self.path = path
         self.component = catalog.get(kind, table["type"], key=f"{path}.type")
+        self.sources: dict[str, str] = {}
 
     @property
     def type(self) -> str:
@@ -202,7 +280,15 @@ class Spec:
         return {k: v for k, v in self.table.items() if k != "type"}
 
     def __call__(self, **extra: Any) -> Any:
-        return self.catalog.build(self.kind, self.table, path=self.path, **extra)
+        return self.catalog._build(self.kind, self.table, self.path, extra, self.sources)
+
+    def from_keys(self, **sources: str) -> Spec:
+        """Say which key of the parent's table each argument the parent
+        passes derives from (``head.from_keys(in_channels="neck.out_channels")``),
+        so that a check or factory error about it names that key; returns
+        ``self``."""
+        self.sources.update(sources)
+        return self
 
     def __repr__(self) -> str:
         return f"Spec({self.kind}, {self.table!r})"
@@ -334,20 +420,36 @@ class Catalog:
     def build(self, kind: str, table: dict, *, path: str = "", **extra: Any) -> Any:
         """Build a component from a (validated) table; ``extra`` are arguments
         the caller provides. Nested ``Sub`` tables become :class:`Spec`s."""
+        return self._build(kind, table, path, extra, {})
+
+    def _build(self, kind: str, table: dict, path: str, extra: dict, sources: dict[str, str]) -> Any:
         comp = self.get(kind, table["type"], key=f"{path}.type" if path else "type")
         params, _ = signature_of(comp.factory)
+        parent, _, key = path.rpartition(".")
+
+        def fail(exc: ConfigCheckError) -> RunFileError:
+            message, where = _blame_passed(exc, comp, key, extra, sources)
+            return RunFileError(message, key=(f"{parent}.{where}" if parent else where) or None)
+
+        check = getattr(comp.factory, "__detcore_check__", None)
+        if check is not None and extra:
+            # The run-file check ran without the arguments the parent passes;
+            # run it again with them before building.
+            try:
+                check({**{k: v for k, v in table.items() if k != "type"}, **extra}, CheckContext(self, path))
+            except ConfigCheckError as exc:
+                raise fail(exc) from None
         kwargs = {}
-        for key, value in table.items():
-            if key == "type":
+        for name, value in table.items():
+            if name == "type":
                 continue
-            hint = params[key].annotation if key in params else Any
-            kwargs[key] = self._to_specs(value, hint, f"{path}.{key}" if path else key)
+            hint = params[name].annotation if name in params else Any
+            kwargs[name] = self._to_specs(value, hint, f"{path}.{name}" if path else name)
         kwargs.update(extra)
         try:
             return comp.factory(**kwargs)
         except ConfigCheckError as exc:
-            kpath = f"{path}.{exc.key}" if exc.key else path
-            raise RunFileError(str(exc), key=kpath or None) from None
+            raise fail(exc) from None
 
     def _to_specs(self, value, hint, path):
         sub = sub_of(hint)

@@ -241,8 +241,7 @@ class Detector:
     def _forward(self, loaded: list, score_thr: float) -> list[Prediction]:
         import torch
 
-        from detcore.engine.batches import image_to_float
-        from detcore.engine.evaluation import to_original
+        from detcore.engine.batches import image_to_float, to_original
 
         if not loaded:
             return []
@@ -251,10 +250,8 @@ class Detector:
         preds = []
         for (image, model_input, path), det in zip(loaded, outputs):
             h, w = image.shape[-2:]
-            det = to_original(det, tuple(model_input.shape[-2:]), {"image_id": 0, "orig_size": (h, w)})
-            boxes = det["boxes"].clone()
-            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
-            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+            det = to_original(det, tuple(model_input.shape[-2:]), (h, w), clamp=True)
+            boxes = det["boxes"]
             keep = det["scores"] >= score_thr
             masks = det.get("masks")
             preds.append(Prediction(

@@ -93,7 +93,8 @@ def test_synthetic_table_checks():
 
 
 def test_to_original_rescales_boxes_and_masks():
-    from detcore.engine.evaluation import to_original
+    from detcore.engine.batches import to_original
+    from detcore.engine.evaluation import as_prediction
 
     out = {
         "boxes": torch.tensor([[0.0, 0.0, 10.0, 20.0]]),
@@ -101,12 +102,17 @@ def test_to_original_rescales_boxes_and_masks():
         "labels": torch.tensor([1]),
         "masks": torch.ones(1, 1, 20, 10),
     }
-    pred = to_original(out, (20, 10), {"image_id": torch.tensor(7), "orig_size": (40, 30)})
+    pred = as_prediction(out, (20, 10), {"image_id": torch.tensor(7), "orig_size": (40, 30)})
     assert pred["image_id"] == 7
     assert torch.allclose(pred["boxes"], torch.tensor([[0.0, 0.0, 30.0, 40.0]]))
     assert pred["masks"].shape == (1, 1, 40, 30) and pred["masks"].dtype == torch.uint8
-    same = to_original(out, (20, 10), {"image_id": 1, "orig_size": (20, 10)})
-    assert torch.equal(same["boxes"], out["boxes"])
+    same = to_original(out, (20, 10), (20, 10))
+    assert torch.equal(same["boxes"], out["boxes"]) and "image_id" not in same
+    # predict clamps to the image: a box past the border ends at it
+    wide = {**out, "boxes": torch.tensor([[-5.0, 2.0, 12.0, 25.0]])}
+    assert torch.equal(to_original(wide, (20, 10), torch.tensor([20, 10]), clamp=True)["boxes"],
+                       torch.tensor([[0.0, 2.0, 10.0, 20.0]]))
+    assert torch.equal(wide["boxes"], torch.tensor([[-5.0, 2.0, 12.0, 25.0]]))  # the output is left alone
 
 
 def test_synthetic_plugin_registration_is_light():

@@ -9,6 +9,7 @@ documents every argument.
 
 from __future__ import annotations
 
+import inspect
 from typing import Literal
 
 from detcore import hookimpl
@@ -295,6 +296,39 @@ def fcos_head(in_channels: int, num_anchors: int, num_classes: int, num_convs: i
 # detectors
 # ----------------------------------------------------------------------
 
+
+def _extends(base):
+    """The decorated factory also takes every parameter of ``base`` (they
+    arrive in its ``**kwargs``), with ``base``'s type hints and defaults:
+    ``mask_rcnn`` is ``faster_rcnn``'s signature plus the mask branch,
+    written once. The run-file check and ``detcore plugins`` see the merged
+    signature (``__signature__``)."""
+
+    def decorate(factory):
+        own = inspect.signature(factory)
+        params = [p for p in own.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        names_ = {p.name for p in params}
+        params += [p for p in inspect.signature(base).parameters.values() if p.name not in names_]
+        factory.__signature__ = own.replace(parameters=params)
+        return factory
+
+    return decorate
+
+
+def _arguments(factory, given: dict) -> dict:
+    """Every parameter of ``factory``'s signature with its value: ``given``
+    (the factory's ``locals()``; a ``**kwargs`` dict is spread) plus the
+    defaults of those not given. The model code takes this one dict, so no
+    default is written twice."""
+    given = dict(given)
+    code = factory.__code__
+    if code.co_flags & inspect.CO_VARKEYWORDS:  # the **kwargs of an _extends factory
+        given.update(given.pop(code.co_varnames[code.co_argcount + code.co_kwonlyargcount]))
+    bound = inspect.signature(factory).bind(**given)
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
 _FPN_EXTRA_LEVELS = {"none": 0, "maxpool": 1, "p6p7": 2, "p6p7_c5": 2}
 
 
@@ -314,14 +348,8 @@ def _check_detector(detector: str):
             bargs = {k: v for k, v in backbone.items() if k != "type"}
             bargs.update(names.dense_backbone_defaults(detector, comp.plugin, comp.name, bargs))
             channels = out_channels_of(comp.factory, bargs)
-        if channels is not None and isinstance(neck, dict) and "in_channels" in neck:
-            if list(neck["in_channels"]) != list(channels):
-                raise ConfigCheckError(
-                    f"in_channels {list(neck['in_channels'])} do not match the output channels of "
-                    f"backbone '{backbone['type']}' as configured, {list(channels)}; remove "
-                    f"in_channels (the detector passes the backbone's) or fix it",
-                    key="neck.in_channels",
-                )
+        if channels is not None and isinstance(neck, dict):
+            names.check_neck_in_channels(neck.get("in_channels"), channels, backbone["type"])
         weights = args.get("weights")
         if weights is not None and not names.looks_like_path(weights):
             try:
@@ -340,12 +368,7 @@ def _check_detector(detector: str):
         if sizes is not None and channels is not None and builtin_neck:
             default_extra = {"faster_rcnn": "maxpool", "mask_rcnn": "maxpool"}.get(detector, "p6p7")
             levels = len(channels) + _FPN_EXTRA_LEVELS[neck.get("extra", default_extra if not neck else "none")]
-            if len(sizes) != levels:
-                raise ConfigCheckError(
-                    f"{len(sizes)} levels of anchor sizes for {levels} feature maps (backbone outputs "
-                    f"plus the neck's extra levels); give one list of sizes per feature map",
-                    key="anchor_sizes",
-                )
+            names.check_anchor_levels(sizes, levels)
         for key in ("min_size", "max_size", "detections_per_img"):
             value = args.get(key)
             values = value if isinstance(value, list) else [value]
@@ -355,8 +378,40 @@ def _check_detector(detector: str):
             value = args.get(key)
             if value is not None and not 0 <= value <= 1:
                 raise ConfigCheckError(f"must be in [0, 1], got {value}", key=key)
+        _check_heads(detector, args, ctx, neck_out=neck.get("out_channels", 256) if builtin_neck else None)
 
     return check
+
+
+def _check_heads(detector: str, args: dict, ctx, *, neck_out: int | None) -> None:
+    """Run each head table's own check with the arguments the detector will
+    pass it (as far as the run file determines them), so a head constraint
+    on ``in_channels`` fails at config-check time at ``neck.out_channels``."""
+
+    def arg(name: str):
+        return args[name] if name in args else inspect.signature(_DETECTORS[detector]).parameters[name].default
+
+    def passes(**values) -> dict:
+        return {k: v for k, v in values.items() if v is not None}
+
+    sources = {"in_channels": "neck.out_channels", "num_classes": "num_classes", "num_anchors": "anchor_sizes",
+               "resolution": "roi_output_size"}
+    n = args.get("num_classes")
+    if detector in ("faster_rcnn", "mask_rcnn"):
+        slots = {
+            "rpn_head": passes(in_channels=neck_out),
+            "box_head": passes(in_channels=neck_out, resolution=arg("roi_output_size")),
+            "box_predictor": passes(num_classes=n + 1 if isinstance(n, int) else None),
+            "mask_head": passes(in_channels=neck_out),
+            "mask_predictor": passes(num_classes=n + 1 if isinstance(n, int) else None),
+        }
+    else:
+        sizes, ratios = arg("anchor_sizes"), arg("aspect_ratios") if detector == "retinanet" else [1.0]
+        per_location = (len(sizes[0]) if sizes else 3) * len(ratios) if detector == "retinanet" else 1
+        slots = {"head": passes(in_channels=neck_out, num_classes=n, num_anchors=per_location)}
+    for slot, provided in slots.items():
+        if args.get(slot) is not None and provided:
+            ctx.check_child(slot, args[slot], kind="head", provided=provided, sources=sources)
 
 
 @check_with(_check_detector("faster_rcnn"))
@@ -398,58 +453,27 @@ def faster_rcnn(
     detections_per_img: int = 100,
 ):
     """Two-stage detector: backbone + neck + RPN + RoI box head (torchvision FasterRCNN)."""
-    args = dict(locals())
+    args = _arguments(faster_rcnn, locals())  # first: the import below adds a local
     from detcore.models.detectors import build_rcnn
 
-    return build_rcnn("faster_rcnn", **args)
+    return build_rcnn("faster_rcnn", args)
 
 
 @check_with(_check_detector("mask_rcnn"))
+@_extends(faster_rcnn)
 def mask_rcnn(
     num_classes: int,
     backbone: BackboneSpec,
-    neck: NeckSpec | None = None,
-    rpn_head: RPNHeadSpec | None = None,
-    box_head: BoxHeadSpec | None = None,
-    box_predictor: PredictorSpec | None = None,
     mask_head: MaskHeadSpec | None = None,
     mask_predictor: PredictorSpec | None = None,
-    variant: Literal["v1", "v2"] = "v1",
-    weights: str | None = None,
-    min_size: int | list[int] | None = None,
-    max_size: int = 1333,
-    size_divisible: int = 32,
-    image_mean: list[float] = (0.485, 0.456, 0.406),
-    image_std: list[float] = (0.229, 0.224, 0.225),
-    anchor_sizes: list[list[int]] | None = None,
-    aspect_ratios: list[float] = (0.5, 1.0, 2.0),
-    rpn_pre_nms_top_n_train: int = 2000,
-    rpn_pre_nms_top_n_test: int = 1000,
-    rpn_post_nms_top_n_train: int = 2000,
-    rpn_post_nms_top_n_test: int = 1000,
-    rpn_nms_thresh: float = 0.7,
-    rpn_fg_iou_thresh: float = 0.7,
-    rpn_bg_iou_thresh: float = 0.3,
-    rpn_batch_size_per_image: int = 256,
-    rpn_positive_fraction: float = 0.5,
-    rpn_score_thresh: float | None = None,
-    roi_output_size: int = 7,
-    roi_sampling_ratio: int = 2,
     mask_roi_output_size: int = 14,
-    box_fg_iou_thresh: float = 0.5,
-    box_bg_iou_thresh: float = 0.5,
-    box_batch_size_per_image: int = 512,
-    box_positive_fraction: float = 0.25,
-    bbox_reg_weights: list[float] | None = None,
-    score_thresh: float = 0.05,
-    nms_thresh: float = 0.5,
-    detections_per_img: int = 100,
+    **faster_rcnn_args,
 ):
     """Faster R-CNN plus a mask branch (torchvision MaskRCNN): instance masks."""
-    args = dict(locals())
+    args = _arguments(mask_rcnn, locals())  # first: the import below adds a local
     from detcore.models.detectors import build_rcnn
 
-    return build_rcnn("mask_rcnn", **args)
+    return build_rcnn("mask_rcnn", args)
 
 
 @check_with(_check_detector("retinanet"))
@@ -475,10 +499,10 @@ def retinanet(
     detections_per_img: int = 300,
 ):
     """Single-stage anchor-based detector with focal loss (torchvision RetinaNet)."""
-    args = dict(locals())
+    args = _arguments(retinanet, locals())  # first: the import below adds a local
     from detcore.models.detectors import build_single_stage
 
-    return build_single_stage("retinanet", **args)
+    return build_single_stage("retinanet", args)
 
 
 @check_with(_check_detector("fcos"))
@@ -501,10 +525,10 @@ def fcos(
     detections_per_img: int = 100,
 ):
     """Single-stage anchor-free detector (torchvision FCOS)."""
-    args = dict(locals())
+    args = _arguments(fcos, locals())  # first: the import below adds a local
     from detcore.models.detectors import build_single_stage
 
-    return build_single_stage("fcos", **args)
+    return build_single_stage("fcos", args)
 
 
 # ----------------------------------------------------------------------
@@ -536,6 +560,9 @@ def detcore_heads():
     }
 
 
+_DETECTORS = {"faster_rcnn": faster_rcnn, "mask_rcnn": mask_rcnn, "retinanet": retinanet, "fcos": fcos}
+
+
 @hookimpl
 def detcore_detectors():
-    return {"faster_rcnn": faster_rcnn, "mask_rcnn": mask_rcnn, "retinanet": retinanet, "fcos": fcos}
+    return dict(_DETECTORS)

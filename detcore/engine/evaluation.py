@@ -10,50 +10,21 @@ import logging
 from collections.abc import Callable, Sequence
 
 from detcore.engine import dist
-from detcore.engine.batches import image_to_float
+from detcore.engine.batches import image_to_float, to_original
 
-__all__ = ["evaluate", "predict", "to_original", "format_metrics"]
+__all__ = ["as_prediction", "evaluate", "format_metrics", "predict"]
 
 
-def _hw(size) -> tuple[int, int]:
+def as_prediction(output: dict, input_hw: tuple[int, int], target: dict) -> dict:
+    """One model output as a metric prediction: :func:`~detcore.engine.batches.to_original`
+    (CPU tensors in the pixels of ``target["orig_size"]``) with the
+    target's ``image_id``."""
     import torch
-
-    if isinstance(size, torch.Tensor):
-        size = size.tolist()
-    return int(size[0]), int(size[1])
-
-
-def to_original(output: dict, input_hw: tuple[int, int], target: dict) -> dict:
-    """One model output as a metric prediction: CPU tensors, ``image_id``
-    from the target, boxes (and masks) rescaled from the size of the image
-    passed to the model to ``target["orig_size"]`` when transforms resized
-    it. Masks become uint8 ``[K, 1, H, W]`` at the original size."""
-    import torch
-    import torch.nn.functional as F
 
     h, w = input_hw
-    oh, ow = _hw(target.get("orig_size", (h, w)))
-    boxes = output["boxes"].detach().float().cpu()
-    if (oh, ow) != (h, w) and len(boxes):
-        boxes = boxes * torch.tensor([ow / w, oh / h, ow / w, oh / h])
+    pred = to_original(output, input_hw, target.get("orig_size", (h, w)))
     image_id = target["image_id"]
-    pred = {
-        "image_id": int(image_id.item() if isinstance(image_id, torch.Tensor) else image_id),
-        "boxes": boxes,
-        "scores": output["scores"].detach().float().cpu(),
-        "labels": output["labels"].detach().to(torch.int64).cpu(),
-    }
-    if "masks" in output:
-        masks = output["masks"].detach()
-        if masks.ndim == 3:
-            masks = masks[:, None]
-        masks = masks[..., :h, :w].float()
-        if (oh, ow) != tuple(masks.shape[-2:]) and len(masks):
-            masks = F.interpolate(masks, size=(oh, ow), mode="bilinear", align_corners=False)
-        elif not len(masks):
-            masks = masks.new_zeros((0, 1, oh, ow))
-        pred["masks"] = (masks > 0.5).to(torch.uint8).cpu()
-    return pred
+    return {"image_id": int(image_id.item() if isinstance(image_id, torch.Tensor) else image_id), **pred}
 
 
 def predict(
@@ -87,7 +58,7 @@ def predict(
                 if on_batch is not None:
                     on_batch((imgs, targets), outputs)
                 for img, t, o in zip(imgs, targets, outputs):
-                    out.append((int(t["_index"]), to_original(o, tuple(img.shape[-2:]), t)))
+                    out.append((int(t["_index"]), as_prediction(o, tuple(img.shape[-2:]), t)))
     finally:
         model.train(was_training)
     return out

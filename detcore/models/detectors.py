@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from types import SimpleNamespace
 from typing import Optional
 
 import torch
@@ -34,8 +35,13 @@ from detcore.models import heads, names, necks, pretrained
 
 log = logging.getLogger("detcore")
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# Factory arguments handed to torchvision's FasterRCNN/MaskRCNN under the same name.
+_RCNN_PASSED_ON = (
+    "rpn_pre_nms_top_n_train", "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_train", "rpn_post_nms_top_n_test",
+    "rpn_nms_thresh", "rpn_fg_iou_thresh", "rpn_bg_iou_thresh", "rpn_batch_size_per_image",
+    "rpn_positive_fraction", "rpn_score_thresh", "box_fg_iou_thresh", "box_bg_iou_thresh",
+    "box_batch_size_per_image", "box_positive_fraction",
+)
 
 
 class BackboneWithNeck(nn.Module):
@@ -180,13 +186,7 @@ def build_features(detector: str, backbone, neck, *, weights, variant, default_n
     if neck is None:
         fpn = necks.fpn(in_channels, **default_neck)
     else:
-        given = neck.args.get("in_channels")
-        if given is not None and list(given) != in_channels:
-            raise ConfigCheckError(
-                f"in_channels {list(given)} do not match the backbone's output channels "
-                f"{in_channels}; remove in_channels (the detector passes it) or fix it",
-                key="neck.in_channels",
-            )
+        names.check_neck_in_channels(neck.args.get("in_channels"), in_channels, backbone.type)
         fpn = neck(in_channels=in_channels)
     return BackboneWithNeck(body, fpn)
 
@@ -208,12 +208,7 @@ def _probe(features: BackboneWithNeck) -> tuple[list[str], list[str]]:
 
 def _anchors(sizes, ratios, levels: int, default_sizes) -> AnchorGenerator:
     sizes = [list(s) for s in sizes] if sizes is not None else default_sizes(levels)
-    if len(sizes) != levels:
-        raise ConfigCheckError(
-            f"{len(sizes)} levels of anchor sizes for {levels} feature maps; give one list of sizes "
-            f"per feature map",
-            key="anchor_sizes",
-        )
+    names.check_anchor_levels(sizes, levels)
     if len({len(s) for s in sizes}) != 1:
         raise ConfigCheckError("every level needs the same number of anchor sizes", key="anchor_sizes")
     return AnchorGenerator(tuple(tuple(int(v) for v in s) for s in sizes),
@@ -236,125 +231,86 @@ def _fcos_sizes(levels: int) -> list[list[int]]:
     return [[8 * 2**i] for i in range(levels)]
 
 
-def _head(spec, default, **provided):
-    return default(**provided) if spec is None else spec(**provided)
+# The detector's key each argument it passes to a head slot derives from:
+# a head's complaint about one is reported there (detcore.check_with).
+_PASSED_FROM = {"in_channels": "neck.out_channels", "num_classes": "num_classes",
+                "num_anchors": "anchor_sizes", "resolution": "roi_output_size"}
 
 
-def _finish(model, detector: str, *, weights, backbone_spec, variant, min_size, max_size, image_mean,
-            image_std, size_divisible):
+def _head(spec, default, *, sources: dict | None = None, **provided):
+    if spec is None:
+        return default(**provided)
+    sources = {**_PASSED_FROM, **(sources or {})}
+    return spec.from_keys(**{k: v for k, v in sources.items() if k in provided})(**provided)
+
+
+def _finish(model, detector: str, a: SimpleNamespace):
     offset = 1 if detector in ("faster_rcnn", "mask_rcnn") else 0
-    model.transform = DetTransform(min_size, max_size, image_mean, image_std, size_divisible, offset)
+    model.transform = DetTransform(a.min_size, a.max_size, a.image_mean, a.image_std, a.size_divisible, offset)
     model.class_layers = CLASS_LAYERS[detector]
     model.weights_report = None
-    if weights is not None:
-        arch = names.backbone_arch(backbone_spec.table)
+    if a.weights is not None:
+        arch = names.backbone_arch(a.backbone.table)
+        variant = getattr(a, "variant", "v1")
         if not pretrained.pretrained_skipped():
-            model.weights_report = pretrained.load_detector_weights(model, detector, weights, arch, variant)
-        pretrained.set_weights_eps(model, detector, weights, arch, variant)
+            model.weights_report = pretrained.load_detector_weights(model, detector, a.weights, arch, variant)
+        pretrained.set_weights_eps(model, detector, a.weights, arch, variant)
     return model
 
 
-def build_rcnn(
-    detector: str,
-    *,
-    num_classes: int,
-    backbone,
-    neck=None,
-    rpn_head=None,
-    box_head=None,
-    box_predictor=None,
-    mask_head=None,
-    mask_predictor=None,
-    variant: str = "v1",
-    weights: str | None = None,
-    min_size=None,
-    max_size: int = 1333,
-    size_divisible: int = 32,
-    image_mean=IMAGENET_MEAN,
-    image_std=IMAGENET_STD,
-    anchor_sizes=None,
-    aspect_ratios=(0.5, 1.0, 2.0),
-    rpn_pre_nms_top_n_train: int = 2000,
-    rpn_pre_nms_top_n_test: int = 1000,
-    rpn_post_nms_top_n_train: int = 2000,
-    rpn_post_nms_top_n_test: int = 1000,
-    rpn_nms_thresh: float = 0.7,
-    rpn_fg_iou_thresh: float = 0.7,
-    rpn_bg_iou_thresh: float = 0.3,
-    rpn_batch_size_per_image: int = 256,
-    rpn_positive_fraction: float = 0.5,
-    rpn_score_thresh: float | None = None,
-    roi_output_size: int = 7,
-    roi_sampling_ratio: int = 2,
-    mask_roi_output_size: int = 14,
-    box_fg_iou_thresh: float = 0.5,
-    box_bg_iou_thresh: float = 0.5,
-    box_batch_size_per_image: int = 512,
-    box_positive_fraction: float = 0.25,
-    bbox_reg_weights=None,
-    score_thresh: float = 0.05,
-    nms_thresh: float = 0.5,
-    detections_per_img: int = 100,
-):
+def build_rcnn(detector: str, args: dict):
+    """Faster or Mask R-CNN from the complete arguments of its factory
+    (:func:`detcore.builtin.models.faster_rcnn` / ``mask_rcnn``, every
+    parameter present: the factory's signature is the one place that
+    declares them and their defaults)."""
+    a = SimpleNamespace(**args)
+    backbone, num_classes, variant, weights = a.backbone, a.num_classes, a.variant, a.weights
     v2 = variant == "v2"
     features = build_features(
-        detector, backbone, neck, weights=weights, variant=variant,
+        detector, backbone, a.neck, weights=weights, variant=variant,
         default_neck={"out_channels": 256, "extra": "maxpool", "norm": "bn" if v2 else "none"},
     )
     body_names, neck_names = _probe(features)
     mobilenet = backbone.type in ("mobilenet_v3", "mobilenet_v2")
     default_sizes = _mobilenet_sizes if mobilenet else _rcnn_sizes
-    if rpn_score_thresh is None:
+    if a.rpn_score_thresh is None:
         # torchvision's fasterrcnn_mobilenet_v3_large(_320)_fpn drop proposals below 0.05
-        rpn_score_thresh = 0.05 if mobilenet else 0.0
-    anchor_gen = _anchors(anchor_sizes, aspect_ratios, len(neck_names), default_sizes)
+        args = {**args, "rpn_score_thresh": 0.05 if mobilenet else 0.0}
+    anchor_gen = _anchors(a.anchor_sizes, a.aspect_ratios, len(neck_names), default_sizes)
     channels = features.out_channels
-    rpn = _head(rpn_head, heads.rpn_head, in_channels=channels,
+    rpn = _head(a.rpn_head, heads.rpn_head, in_channels=channels,
                 num_anchors=anchor_gen.num_anchors_per_location()[0],
-                **({} if rpn_head is not None else {"conv_depth": 2 if v2 else 1}))
+                **({} if a.rpn_head is not None else {"conv_depth": 2 if v2 else 1}))
     roi_names = [n for n in body_names if n in neck_names]
-    box_pool = MultiScaleRoIAlign(roi_names, roi_output_size, roi_sampling_ratio)
+    box_pool = MultiScaleRoIAlign(roi_names, a.roi_output_size, a.roi_sampling_ratio)
     box_default = heads.conv_fc_box_head if v2 else heads.two_mlp_box_head
-    bhead = _head(box_head, box_default, in_channels=channels, resolution=roi_output_size)
+    bhead = _head(a.box_head, box_default, in_channels=channels, resolution=a.roi_output_size)
     rep = _out_channels(bhead, "box_head")
-    predictor = _head(box_predictor, heads.fast_rcnn_predictor, in_channels=rep, num_classes=num_classes + 1)
-    kwargs = dict(
+    predictor = _head(a.box_predictor, heads.fast_rcnn_predictor, sources={"in_channels": "box_head"},
+                      in_channels=rep, num_classes=num_classes + 1)
+    kwargs = {k: args[k] for k in _RCNN_PASSED_ON}
+    kwargs.update(
         rpn_anchor_generator=anchor_gen,
         rpn_head=rpn,
-        rpn_pre_nms_top_n_train=rpn_pre_nms_top_n_train,
-        rpn_pre_nms_top_n_test=rpn_pre_nms_top_n_test,
-        rpn_post_nms_top_n_train=rpn_post_nms_top_n_train,
-        rpn_post_nms_top_n_test=rpn_post_nms_top_n_test,
-        rpn_nms_thresh=rpn_nms_thresh,
-        rpn_fg_iou_thresh=rpn_fg_iou_thresh,
-        rpn_bg_iou_thresh=rpn_bg_iou_thresh,
-        rpn_batch_size_per_image=rpn_batch_size_per_image,
-        rpn_positive_fraction=rpn_positive_fraction,
-        rpn_score_thresh=rpn_score_thresh,
         box_roi_pool=box_pool,
         box_head=bhead,
         box_predictor=predictor,
-        box_score_thresh=score_thresh,
-        box_nms_thresh=nms_thresh,
-        box_detections_per_img=detections_per_img,
-        box_fg_iou_thresh=box_fg_iou_thresh,
-        box_bg_iou_thresh=box_bg_iou_thresh,
-        box_batch_size_per_image=box_batch_size_per_image,
-        box_positive_fraction=box_positive_fraction,
-        bbox_reg_weights=tuple(bbox_reg_weights) if bbox_reg_weights is not None else None,
+        box_score_thresh=a.score_thresh,
+        box_nms_thresh=a.nms_thresh,
+        box_detections_per_img=a.detections_per_img,
+        bbox_reg_weights=tuple(a.bbox_reg_weights) if a.bbox_reg_weights is not None else None,
     )
     if detector == "mask_rcnn":
-        mask_pool = MultiScaleRoIAlign(roi_names, mask_roi_output_size, roi_sampling_ratio)
-        mhead = _head(mask_head, heads.mask_rcnn_head, in_channels=channels,
-                      **({} if mask_head is not None else {"norm": "bn" if v2 else "none"}))
-        mpred = _head(mask_predictor, heads.mask_rcnn_predictor, in_channels=_out_channels(mhead, "mask_head"),
+        mask_pool = MultiScaleRoIAlign(roi_names, a.mask_roi_output_size, a.roi_sampling_ratio)
+        mhead = _head(a.mask_head, heads.mask_rcnn_head, in_channels=channels,
+                      **({} if a.mask_head is not None else {"norm": "bn" if v2 else "none"}))
+        mpred = _head(a.mask_predictor, heads.mask_rcnn_predictor, sources={"in_channels": "mask_head"},
+                      in_channels=_out_channels(mhead, "mask_head"),
                       num_classes=num_classes + 1)
         model = MaskRCNN(features, None, mask_roi_pool=mask_pool, mask_head=mhead, mask_predictor=mpred, **kwargs)
     else:
         model = FasterRCNN(features, None, **kwargs)
-    return _finish(model, detector, weights=weights, backbone_spec=backbone, variant=variant,
-                   min_size=min_size, max_size=max_size, image_mean=image_mean, image_std=image_std,
-                   size_divisible=size_divisible)
+    return _finish(model, detector, a)
 
 
 def _out_channels(module, slot: str) -> int:
@@ -368,65 +324,45 @@ def _out_channels(module, slot: str) -> int:
     return out
 
 
-def build_single_stage(
-    detector: str,
-    *,
-    num_classes: int,
-    backbone,
-    neck=None,
-    head=None,
-    variant: str = "v1",
-    weights: str | None = None,
-    min_size=None,
-    max_size: int = 1333,
-    size_divisible: int = 32,
-    image_mean=IMAGENET_MEAN,
-    image_std=IMAGENET_STD,
-    anchor_sizes=None,
-    aspect_ratios=None,
-    score_thresh: float = 0.05,
-    nms_thresh: float = 0.5,
-    detections_per_img: int = 100,
-    topk_candidates: int = 1000,
-    fg_iou_thresh: float = 0.5,
-    bg_iou_thresh: float = 0.4,
-    center_sampling_radius: float = 1.5,
-):
+def build_single_stage(detector: str, args: dict):
+    """RetinaNet or FCOS from the complete arguments of its factory
+    (:func:`detcore.builtin.models.retinanet` / ``fcos``)."""
+    a = SimpleNamespace(**args)
+    backbone, num_classes, weights = a.backbone, a.num_classes, a.weights
+    variant = getattr(a, "variant", "v1")  # FCOS has one variant
     v2 = variant == "v2"
     if detector == "retinanet":
         default_neck = {"out_channels": 256, "extra": "p6p7_c5" if v2 else "p6p7"}
     else:
         default_neck = {"out_channels": 256, "extra": "p6p7"}
-    features = build_features(detector, backbone, neck, weights=weights, variant=variant, default_neck=default_neck)
+    features = build_features(detector, backbone, a.neck, weights=weights, variant=variant, default_neck=default_neck)
     _, neck_names = _probe(features)
     levels = len(neck_names)
     channels = features.out_channels
     if detector == "retinanet":
-        ratios = aspect_ratios if aspect_ratios is not None else (0.5, 1.0, 2.0)
-        anchor_gen = _anchors(anchor_sizes, ratios, levels, _retinanet_sizes)
-        h = _head(head, heads.retinanet_head, in_channels=channels,
+        ratios = a.aspect_ratios
+        anchor_gen = _anchors(a.anchor_sizes, ratios, levels, _retinanet_sizes)
+        h = _head(a.head, heads.retinanet_head, in_channels=channels,
                   num_anchors=anchor_gen.num_anchors_per_location()[0], num_classes=num_classes,
-                  **({} if head is not None else ({"norm": "gn", "box_loss": "giou"} if v2 else {})))
+                  **({} if a.head is not None else ({"norm": "gn", "box_loss": "giou"} if v2 else {})))
         model = RetinaNet(
-            features, num_classes, anchor_generator=anchor_gen, head=h, score_thresh=score_thresh,
-            nms_thresh=nms_thresh, detections_per_img=detections_per_img, fg_iou_thresh=fg_iou_thresh,
-            bg_iou_thresh=bg_iou_thresh, topk_candidates=topk_candidates,
+            features, num_classes, anchor_generator=anchor_gen, head=h, score_thresh=a.score_thresh,
+            nms_thresh=a.nms_thresh, detections_per_img=a.detections_per_img, fg_iou_thresh=a.fg_iou_thresh,
+            bg_iou_thresh=a.bg_iou_thresh, topk_candidates=a.topk_candidates,
         )
     else:
-        ratios = aspect_ratios if aspect_ratios is not None else (1.0,)
-        anchor_gen = _anchors(anchor_sizes, ratios, levels, _fcos_sizes)
+        ratios = (1.0,)  # FCOS: one anchor (point) per location
+        anchor_gen = _anchors(a.anchor_sizes, ratios, levels, _fcos_sizes)
         if anchor_gen.num_anchors_per_location()[0] != 1:
             raise ConfigCheckError("FCOS needs one anchor per location: one size per level and "
                                    "aspect_ratios = [1.0]", key="anchor_sizes")
-        h = _head(head, heads.fcos_head, in_channels=channels, num_anchors=1, num_classes=num_classes)
+        h = _head(a.head, heads.fcos_head, in_channels=channels, num_anchors=1, num_classes=num_classes)
         model = FCOS(
             features, num_classes, anchor_generator=anchor_gen, head=h,
-            center_sampling_radius=center_sampling_radius, score_thresh=score_thresh, nms_thresh=nms_thresh,
-            detections_per_img=detections_per_img, topk_candidates=topk_candidates,
+            center_sampling_radius=a.center_sampling_radius, score_thresh=a.score_thresh,
+            nms_thresh=a.nms_thresh, detections_per_img=a.detections_per_img, topk_candidates=a.topk_candidates,
         )
-    return _finish(model, detector, weights=weights, backbone_spec=backbone, variant=variant,
-                   min_size=min_size, max_size=max_size, image_mean=image_mean, image_std=image_std,
-                   size_divisible=size_divisible)
+    return _finish(model, detector, a)
 
 
 __all__ = ["FCOS", "BackboneWithNeck", "DetTransform", "FasterRCNN", "MaskRCNN", "RetinaNet",

@@ -56,6 +56,37 @@ def check_out_indices(out_indices, n: int) -> list[int]:
     return out
 
 
+def check_neck_in_channels(given, channels, backbone: str) -> None:
+    """A neck table's explicit ``in_channels`` must be the backbone's output
+    channels (the detector passes those). One check, run by the detector's
+    run-file check when the backbone declares its channels and again at
+    build time for one that does not. Raises ``ConfigCheckError`` (key
+    ``neck.in_channels``)."""
+    from detcore.errors import ConfigCheckError
+
+    if given is not None and list(given) != list(channels):
+        raise ConfigCheckError(
+            f"in_channels {list(given)} do not match the output channels of backbone '{backbone}' as "
+            f"configured, {list(channels)}; remove in_channels (the detector passes the backbone's) or fix it",
+            key="neck.in_channels",
+        )
+
+
+def check_anchor_levels(sizes, levels: int) -> None:
+    """``anchor_sizes`` must give one list of sizes per feature map (the
+    backbone's outputs plus the neck's extra levels). One check, run at
+    config-check time when the levels are known from the run file and at
+    build time otherwise. Raises ``ConfigCheckError`` (key ``anchor_sizes``)."""
+    from detcore.errors import ConfigCheckError
+
+    if sizes is not None and len(sizes) != levels:
+        raise ConfigCheckError(
+            f"{len(sizes)} levels of anchor sizes for {levels} feature maps (backbone outputs plus the "
+            f"neck's extra levels); give one list of sizes per feature map",
+            key="anchor_sizes",
+        )
+
+
 def tiny_channels(width: int) -> list[int]:
     """Channels of the tiny backbone's four stages (strides 4, 8, 16, 32)."""
     return [width, 2 * width, 4 * width, 8 * width]
