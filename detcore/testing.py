@@ -20,6 +20,18 @@ and in its tests::
 Nothing here imports torch until :meth:`DetcoreTester.train` runs; the
 plugin under test is registered exactly as an entry point would register it
 (same names, same validation), but without installing anything.
+
+The module is also a detcore plugin with the pieces detcore's own tests use
+to drive a run (:meth:`DetcoreTester.register_test_components`, or
+``-p detcore.testing`` / ``plugins = ["detcore.testing"]``): the runner hooks
+``stop_at`` (:class:`StopAt`), ``signal_at`` (:class:`SignalAt`) and
+``nan_at`` (:class:`NanAt`), and the metric ``scripted``
+(:class:`ScriptedMetric`)::
+
+    detcore_tester.register_test_components()
+    result = detcore_tester.train(detcore_tester.tiny_run(
+        hooks=[{"type": "stop_at", "at_iter": 1}], train={"max_iters": 5}))
+    assert result.runner.iter == 1
 """
 
 from __future__ import annotations
@@ -34,11 +46,23 @@ from typing import Any
 
 import attrs
 
+from detcore import hookimpl
 from detcore.catalog import Catalog, Component
 from detcore.errors import RunFileError
 from detcore.runfile.loader import merge
 
-__all__ = ["CliResult", "DetcoreTester", "RecordingCatalog", "TrainResult", "detcore_tester", "tiny_run"]
+__all__ = [
+    "CliResult",
+    "DetcoreTester",
+    "NanAt",
+    "RecordingCatalog",
+    "ScriptedMetric",
+    "SignalAt",
+    "StopAt",
+    "TrainResult",
+    "detcore_tester",
+    "tiny_run",
+]
 
 
 class RecordingCatalog(Catalog):
@@ -168,6 +192,12 @@ class DetcoreTester:
         self.pm.register_origin(plugin, name, distribution, version)
         self.pm.check_hooks()
         return plugin
+
+    def register_test_components(self) -> None:
+        """Register this module's test components (runner hooks
+        ``stop_at``, ``signal_at``, ``nan_at``; metric ``scripted``) as the
+        plugin ``detcore.testing``."""
+        self.register(sys.modules[__name__], "detcore.testing")
 
     @property
     def catalog(self) -> RecordingCatalog:
@@ -318,6 +348,112 @@ def _train(run, resume: str | None = None):
     if status:
         raise AssertionError(f"training ended with status {status}")
     return runner
+
+
+# ----------------------------------------------------------------------
+# components that drive a run (the plugin ``detcore.testing``)
+# ----------------------------------------------------------------------
+
+
+class StopAt:
+    """Runner hook ``stop_at``: sets ``runner.stop_training`` once
+    ``runner.iter`` reaches ``at_iter`` (on every rank alike), so the run
+    saves a checkpoint and ends there, as an early stop would."""
+
+    def __init__(self, at_iter: int):
+        self.at_iter = at_iter
+
+    @hookimpl
+    def detcore_after_train_iter(self, runner, iteration, losses):
+        if runner.iter >= self.at_iter:
+            runner.stop_training = True
+
+
+class SignalAt:
+    """Runner hook ``signal_at``: sends ``signal`` (``"SIGTERM"`` or
+    ``"SIGINT"``) to this process right after optimizer step ``at_iter``
+    (on rank ``rank`` only; ``-1``: every rank), to test what an interrupted
+    run saves and prints."""
+
+    def __init__(self, at_iter: int, signal: str = "SIGTERM", rank: int = -1):
+        self.at_iter = at_iter
+        self.signal = signal
+        self.rank = rank
+
+    @hookimpl
+    def detcore_after_train_iter(self, runner, iteration, losses):
+        import signal
+
+        if runner.iter == self.at_iter and self.rank in (-1, runner.rank):
+            os.kill(os.getpid(), getattr(signal, self.signal))
+
+
+class NanAt:
+    """Runner hook ``nan_at``: fills the model's first parameter with NaN
+    before iteration ``at_iter`` (on rank ``rank`` only; ``-1``: every rank),
+    so the loss of that iteration is not finite."""
+
+    def __init__(self, at_iter: int, rank: int = -1):
+        self.at_iter = at_iter
+        self.rank = rank
+
+    @hookimpl
+    def detcore_before_train_iter(self, runner, iteration, batch):
+        if iteration == self.at_iter and self.rank in (-1, runner.rank):
+            import torch
+
+            with torch.no_grad():
+                next(runner.model.parameters()).fill_(float("nan"))
+
+
+class ScriptedMetric:
+    """Metric ``scripted``: returns ``values[k]`` as ``name`` at its k-th
+    evaluation (:meth:`index`; the last value repeats), to test what a run
+    does with a known metric sequence (``checkpoint.save_best``, early
+    stopping), and what it was given: ``images`` (predictions),
+    ``distinct_images`` (distinct ``image_id``), ``checksum`` (the sum of all
+    boxes and scores, to compare single- and multi-process evaluation) and
+    ``max_x`` (the largest box x2). It asserts the metric contract's CPU
+    tensors."""
+
+    def __init__(self, values: list[float] = (), name: str = "score"):
+        self.values = list(values)
+        self.name = name
+        self.calls = 0
+
+    def index(self) -> int:
+        """Which value the current evaluation returns (override to script by
+        something else, e.g. the epoch of a resumed run)."""
+        return self.calls
+
+    def evaluate(self, predictions, dataset) -> dict[str, float]:
+        import torch
+
+        k = min(self.index(), len(self.values) - 1)
+        value = self.values[k] if self.values else 0.0
+        self.calls += 1
+        ids = [int(p["image_id"]) for p in predictions]
+        tensors = [t for p in predictions for t in (p["boxes"], p["scores"])]
+        assert all(isinstance(t, torch.Tensor) and t.device.type == "cpu" for t in tensors), (
+            "predictions must hold CPU tensors"
+        )
+        return {
+            self.name: float(value),
+            "images": float(len(ids)),
+            "distinct_images": float(len(set(ids))),
+            "checksum": sum(float(p["boxes"].double().sum()) + float(p["scores"].double().sum()) for p in predictions),
+            "max_x": max((float(p["boxes"][:, 2].max()) for p in predictions if len(p["boxes"])), default=0.0),
+        }
+
+
+@hookimpl
+def detcore_runner_hooks():
+    return {"stop_at": StopAt, "signal_at": SignalAt, "nan_at": NanAt}
+
+
+@hookimpl
+def detcore_metrics():
+    return {"scripted": ScriptedMetric}
 
 
 @attrs.frozen

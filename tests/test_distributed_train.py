@@ -143,7 +143,7 @@ def runs(tmp_path_factory):
     straight = run_file(d / "straight.toml", batch_size=2, sleep_s=SLOW_METRIC_S)
     fast = run_file(d / "fast.toml", batch_size=2)
     stop = run_file(
-        d / "stop.toml", batch_size=2, hooks='[[hooks]]\ntype = "stop_at"\niteration = 4\n'
+        d / "stop.toml", batch_size=2, hooks='[[hooks]]\ntype = "stop_at"\nat_iter = 4\n'
     )
     single = run_file(d / "single.toml", batch_size=4)
     out = {"dir": d}

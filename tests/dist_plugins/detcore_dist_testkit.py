@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 from detcore import hookimpl
+from detcore.testing import StopAt
 
 
 def dist_tiny_det(num_classes: int = 3, width: int = 8):
@@ -159,19 +160,6 @@ class FailOnRank:
     def detcore_before_train_iter(self, runner, iteration, batch):
         if runner.rank == self.rank and iteration == self.at_iter:
             raise RuntimeError(f"injected failure on rank {runner.rank} at iteration {iteration}")
-
-
-class StopAt:
-    """Ends training after iteration ``iteration`` (on every rank alike), as
-    an interrupted run would; the runner saves a checkpoint."""
-
-    def __init__(self, iteration: int = 2):
-        self.iteration = iteration
-
-    @hookimpl
-    def detcore_after_train_iter(self, runner, iteration, losses):
-        if runner.iter >= self.iteration:
-            runner.stop_training = True
 
 
 @hookimpl

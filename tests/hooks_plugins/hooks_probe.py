@@ -17,18 +17,17 @@
 from __future__ import annotations
 
 from detcore import hookimpl
+from detcore.testing import ScriptedMetric
 
 _STATE: dict = {"epoch": 0, "records": []}
 
 
-class ScriptedMetric:
-    def __init__(self, values: list[float], name: str = "score"):
-        self.values = values
-        self.name = name
+class EpochScriptedMetric(ScriptedMetric):
+    """detcore.testing's scripted metric, indexed by the last epoch trained
+    (so a resumed run continues the script where it left off)."""
 
-    def evaluate(self, predictions, dataset) -> dict[str, float]:
-        epoch = min(_STATE["epoch"], len(self.values) - 1)
-        return {self.name: float(self.values[epoch])}
+    def index(self) -> int:
+        return _STATE["epoch"]
 
 
 class RawValModel:
@@ -58,7 +57,7 @@ class NanWeights:
 
 @hookimpl
 def detcore_metrics():
-    return {"scripted": ScriptedMetric}
+    return {"scripted": EpochScriptedMetric}
 
 
 @hookimpl

@@ -1,14 +1,16 @@
 """Test-only plugin for the runner tests (``-p runner_testkit`` with this
-folder on ``sys.path``): a small real detector, a scripted metric, a metric
-that records what it was given, and runner hooks that inject a NaN, send a
-signal, stop training or keep state across checkpoints."""
+folder on ``sys.path``): a small real detector, runner hooks that record
+events or keep state across checkpoints, and datasets that record what was
+loaded. The scripted metric and the hooks that inject a NaN, send a signal
+or stop training are the shipped ones of :mod:`detcore.testing`, registered
+here under the names the runner tests' run files use."""
 
 from __future__ import annotations
 
 import json
-import os
 
 from detcore import hookimpl
+from detcore.testing import NanAt, ScriptedMetric, SignalAt, StopAt
 
 # ----------------------------------------------------------------------
 # a small real detector (single-level FCOS-like, stride 4)
@@ -125,92 +127,14 @@ def detcore_detectors():
 # ----------------------------------------------------------------------
 
 
-class ScriptedMetric:
-    """Returns ``values[k]`` as ``score`` at its k-th call (for save_best),
-    and what it was given: image count, distinct image ids, and a checksum of
-    the predictions (to compare single- and multi-process evaluation)."""
-
-    def __init__(self, values):
-        self.values = list(values)
-        self.calls = 0
-
-    def evaluate(self, predictions, dataset):
-        import torch
-
-        v = self.values[min(self.calls, len(self.values) - 1)] if self.values else 0.0
-        self.calls += 1
-        ids = [int(p["image_id"]) for p in predictions]
-        total = sum(float(p["boxes"].double().sum()) + float(p["scores"].double().sum()) for p in predictions)
-        devices = {str(p["boxes"].device) for p in predictions} | {str(p["scores"].device) for p in predictions}
-        assert devices <= {"cpu"}, devices
-        assert all(isinstance(p["boxes"], torch.Tensor) for p in predictions)
-        return {
-            "score": float(v),
-            "images": float(len(ids)),
-            "distinct_images": float(len(set(ids))),
-            "checksum": total,
-            "max_x": max((float(p["boxes"][:, 2].max()) for p in predictions if len(p["boxes"])), default=0.0),
-        }
-
-
-def scripted(values: list[float] = []):  # noqa: B006
-    return ScriptedMetric(values)
-
-
 @hookimpl
 def detcore_metrics():
-    return {"scripted": scripted}
+    return {"scripted": ScriptedMetric}
 
 
 # ----------------------------------------------------------------------
 # runner hooks
 # ----------------------------------------------------------------------
-
-
-class NanAt:
-    """Fills the model's first parameter with NaN before iteration ``at_iter``
-    (on rank ``rank`` only; ``-1``: every rank)."""
-
-    def __init__(self, at_iter: int, rank: int = -1):
-        self.at_iter = at_iter
-        self.rank = rank
-
-    @hookimpl
-    def detcore_before_train_iter(self, runner, iteration, batch):
-        if iteration == self.at_iter and self.rank in (-1, runner.rank):
-            import torch
-
-            with torch.no_grad():
-                next(runner.model.parameters()).fill_(float("nan"))
-
-
-class SignalAt:
-    """Sends ``signal`` to this process after iteration ``at_iter``'s step
-    (on rank ``rank`` only; ``-1``: every rank)."""
-
-    def __init__(self, at_iter: int, signal: str = "SIGTERM", rank: int = -1):
-        self.at_iter = at_iter
-        self.signal = signal
-        self.rank = rank
-
-    @hookimpl
-    def detcore_after_train_iter(self, runner, iteration, losses):
-        import signal
-
-        if runner.iter == self.at_iter and self.rank in (-1, runner.rank):
-            os.kill(os.getpid(), getattr(signal, self.signal))
-
-
-class StopAt:
-    """Sets ``runner.stop_training`` once ``runner.iter`` reaches ``at_iter``."""
-
-    def __init__(self, at_iter: int):
-        self.at_iter = at_iter
-
-    @hookimpl
-    def detcore_after_train_iter(self, runner, iteration, losses):
-        if runner.iter >= self.at_iter:
-            runner.stop_training = True
 
 
 class Recorder:
@@ -309,18 +233,6 @@ def target_spy():
     return TargetSpy()
 
 
-def nan_at(at_iter: int, rank: int = -1):
-    return NanAt(at_iter, rank)
-
-
-def signal_at(at_iter: int, signal: str = "SIGTERM", rank: int = -1):
-    return SignalAt(at_iter, signal, rank)
-
-
-def stop_at(at_iter: int):
-    return StopAt(at_iter)
-
-
 def recorder():
     return Recorder()
 
@@ -328,7 +240,7 @@ def recorder():
 @hookimpl
 def detcore_runner_hooks():
     return {
-        "nan_at": nan_at, "signal_at": signal_at, "stop_at": stop_at, "recorder": recorder,
+        "nan_at": NanAt, "signal_at": SignalAt, "stop_at": StopAt, "recorder": recorder,
         "loss_dump": loss_dump, "bad_args": bad_args, "target_spy": target_spy,
     }
 
