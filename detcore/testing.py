@@ -73,8 +73,9 @@ class RecordingCatalog(Catalog):
         super().__init__(components)
         self.built: list[tuple[str, str, str, str, Any]] = []
 
-    def build(self, kind: str, table: dict, *, path: str = "", **extra: Any) -> Any:
-        obj = super().build(kind, table, path=path, **extra)
+    def _build(self, kind: str, table: dict, path: str, extra: dict, sources: dict[str, str]) -> Any:
+        # Every build goes through here: Catalog.build and nested Spec calls.
+        obj = super()._build(kind, table, path, extra, sources)
         comp = self.get(kind, table["type"])
         self.built.append((kind, comp.name, comp.plugin, path, obj))
         return obj

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from detcore.runfile import load_run
+from detcore.runfile.loader import merge
 from detcore.runfile.toml_writer import dumps
 
 PLUGINS_DIR = Path(__file__).resolve().parent
@@ -48,18 +49,8 @@ BASE: dict = {
 }
 
 
-def merge(base: dict, update: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in update.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
-
-
 def write_run(tmp_path: Path, hooks: list[dict], name: str = "run", **changes) -> Path:
-    data = merge(BASE, changes)
+    data = merge(copy.deepcopy(BASE), changes)  # as `extends` merges (detcore.testing.tiny_run does too)
     data["hooks"] = hooks
     data["work_dir"] = str(tmp_path / name)
     path = tmp_path / f"{name}.toml"
