@@ -213,3 +213,44 @@ def test_resume_hint_is_the_exact_command_line(tmp_path, capsys, monkeypatch):
     assert cli("train", str(run), "--work-dir", str(w2)) == 143
     err = "".join(capsys.readouterr())
     assert f"resume with: detcore train {run} --work-dir {w2} --nproc 2 --resume {w2 / 'iter_2.pth'}" in err
+
+
+def test_max_time_ends_training_with_validation_and_a_checkpoint(tmp_path, capsys):
+    """train.max_time (issue 18): a 1.5 s budget at 0.25 s a step stops a
+    10000-iteration run after a few steps, validated and saved."""
+    run = write_run(tmp_path, schedule='max_iters = 10000\nval_interval = 100000\nmax_time = "1.5s"', ckpt_interval=100000, val=True,
+                    extra='[[hooks]]\ntype = "slow_steps"\nseconds = 0.25\n')
+    assert cli("train", str(run), "--work-dir", str(tmp_path / "w")) == 0
+    captured = capsys.readouterr()
+    log = captured.out + captured.err
+    stopped = int(log.split("(train.max_time) used up at iteration ")[1].split(":")[0])
+    assert 3 <= stopped < 40
+    assert sorted(p.name for p in (tmp_path / "w").glob("iter_*.pth")) == [f"iter_{stopped}.pth"]
+    assert [r["iter"] for r in scalars(tmp_path / "w", "val")] == [stopped]
+
+
+def test_max_time_stretches_the_lr_schedule_over_the_budget(tmp_path):
+    """stretch_schedule: the run lasts the budget (6 s at about 0.5 s a
+    step: past the 8 steps of max_epochs = 2) and the multistep milestone
+    (1 epoch = step 4 of 8) moves out in proportion: to about 4 x steps / 8."""
+    from detcore.engine.runner import Runner
+    from detcore.runfile import load_run
+
+    run = write_run(tmp_path, schedule='max_epochs = 2\nmax_time = "6s"\nstretch_schedule = true',
+                    extra='[[hooks]]\ntype = "slow_steps"\nseconds = 0.4\n')
+    runner = Runner(load_run(str(run), [f"work_dir={tmp_path / 'w'}"]))
+    assert runner.train() == 0
+    lrs = runner.lrs
+    assert len(lrs) > 8, lrs  # the budget, not max_epochs, ended the run
+    first_drop = next(i for i in range(3, len(lrs)) if lrs[i] < 0.5 * lrs[2])
+    assert first_drop > 4 and abs(first_drop - 4 * len(lrs) / 8) <= 2, lrs
+
+
+def test_max_time_must_be_a_duration(tmp_path, capsys):
+    run = write_run(tmp_path, schedule='max_iters = 4\nmax_time = "2 hours"')
+    assert cli("config", "check", str(run)) == 2
+    err = capsys.readouterr().err
+    assert "train.max_time" in err and '"90m"' in err
+    run = write_run(tmp_path, schedule="max_iters = 4\nstretch_schedule = true")
+    assert cli("config", "check", str(run)) == 2
+    assert "stretch_schedule needs max_time" in capsys.readouterr().err

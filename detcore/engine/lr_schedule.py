@@ -15,9 +15,13 @@ from collections.abc import Callable
 __all__ = ["LRSchedule", "lr_factor_fn"]
 
 
-def lr_factor_fn(cfg, max_iters: int, iters_per_epoch: int) -> Callable[[int], float]:
+def lr_factor_fn(cfg, max_iters: int, iters_per_epoch: int,
+                 stretch: Callable[[], float] | None = None) -> Callable[[int], float]:
     """``factor(it)``: the multiplier of the base LR at 0-based iteration ``it``
-    for an :class:`LRScheduleConfig` ``cfg``."""
+    for an :class:`LRScheduleConfig` ``cfg``. ``stretch()`` (``train.max_time``
+    with ``stretch_schedule``) is how many times longer the run now is than
+    ``max_iters``: the schedule after warmup is stretched by it (milestones,
+    step sizes and the cosine/poly length alike); warmup is not."""
     unit = iters_per_epoch if cfg.by_epoch else 1
     milestones = [m * unit for m in cfg.milestones]
     step = (cfg.step_size or 1) * unit
@@ -39,7 +43,7 @@ def lr_factor_fn(cfg, max_iters: int, iters_per_epoch: int) -> Callable[[int], f
         raise ValueError(f"unknown lr schedule {cfg.type!r}")
 
     def factor(it: int) -> float:
-        f = main(it)
+        f = main(it if stretch is None else it / stretch())
         if cfg.warmup != "none" and it < cfg.warmup_iters:
             if cfg.warmup == "linear":
                 f *= cfg.warmup_ratio + (1 - cfg.warmup_ratio) * it / cfg.warmup_iters

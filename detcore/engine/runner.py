@@ -84,6 +84,13 @@ class Runner:
         self.class_names: list[str] = []
         self.logger = None
         self.stop_training = False
+        # train.max_time: the budget (seconds) of this process's training
+        # loop, and with stretch_schedule how many times longer than the
+        # configured schedule the run is now expected to be.
+        self.max_time_s = self.cfg.train.max_time_s
+        self._schedule_iters = None
+        self._stretch = 1.0
+        self._time_stopped = False
         # Internal state.
         self.metrics: list = []
         self.last_metrics: dict[str, float] = {}
@@ -313,7 +320,11 @@ class Runner:
             lr = new
         self.base_lr = lr
         self.optimizer = build_optimizer(self.model, cfg.optimizer, lr)
-        self.lr_scheduler = LRSchedule(self.optimizer, lr_factor_fn(cfg.lr_schedule, self.max_iters, self.iters_per_epoch))
+        self._schedule_iters = self.max_iters
+        stretch = (lambda: self._stretch) if cfg.train.stretch_schedule else None
+        self.lr_scheduler = LRSchedule(
+            self.optimizer, lr_factor_fn(cfg.lr_schedule, self.max_iters, self.iters_per_epoch, stretch)
+        )
         check_amp(cfg.train.amp, self.device)
         self.scaler = make_scaler(cfg.train.amp, self.device)
         self.step = TrainStep(
@@ -388,6 +399,11 @@ class Runner:
         sampler = self.train_loader.batch_sampler
         start = self.batch_in_epoch
         self._train_log = TrainLog(self.iter, self._scalars)
+        self._loop_start, self._loop_start_iter = time.monotonic(), self.iter
+        if self.max_time_s is not None:
+            self.logger.info("time budget: %s (train.max_time = %r)%s", fmt_time(self.max_time_s),
+                             self.cfg.train.max_time,
+                             "; the LR schedule is stretched over it" if self.cfg.train.stretch_schedule else "")
         while not self._done() and not self.stop_training:
             sampler.set_epoch(self.epoch, start)
             self.batch_in_epoch = start
@@ -447,6 +463,8 @@ class Runner:
             self.pm.hook.detcore_after_train_iter(runner=self, iteration=iteration, losses=losses)
             if not step_now:
                 continue
+            if self.cfg.train.stretch_schedule and self.iter % self.cfg.train.log_interval == 0:
+                self._fit_schedule_to_time()
             self._run_due(self.schedule.after_step(self.iter, last=self._done()))
             if self._stop_requested() or self._done():
                 return self.batch_in_epoch >= n_batches
@@ -466,11 +484,31 @@ class Runner:
     def _done(self) -> bool:
         return self.iter >= self.max_iters
 
+    def _time_up(self) -> bool:
+        return self.max_time_s is not None and time.monotonic() - self._loop_start >= self.max_time_s
+
+    def _fit_schedule_to_time(self) -> None:
+        """``stretch_schedule``: the run's length becomes the iterations
+        expected to fit in the budget at the speed so far, and the LR
+        schedule is stretched to it. Every rank takes the largest estimate of
+        all ranks, so all use the same LR and stop together."""
+        done = self.iter - self._loop_start_iter
+        elapsed = time.monotonic() - self._loop_start
+        if done <= 0 or elapsed <= 0:
+            return
+        expected = self._loop_start_iter + int(done * self.max_time_s / elapsed)
+        if self.world_size > 1:
+            expected = dist.max_over_ranks([expected])[0]
+        self.max_iters = max(expected, self.iter + 1)
+        self._stretch = self.max_iters / max(self._schedule_iters, 1)
+
     def _stop_requested(self) -> bool:
         """After a step: has a signal or ``stop_training`` asked to stop?
         In a distributed run every rank stops at the same iteration: one
         rank's request (signals reach ranks at different moments) stops
         all, so none is left waiting in a collective."""
+        if not self.stop_training and self._time_up():
+            self.stop_training = self._time_stopped = True
         if self.world_size > 1:
             sig, stop = dist.max_over_ranks([int(self.signals.received or 0), int(bool(self.stop_training))])
             if sig and self.signals.received is None:
@@ -478,7 +516,10 @@ class Runner:
             self.stop_training = bool(stop)
         if self.signals.received is not None:
             raise Interrupted
-        if self.stop_training:
+        if self.stop_training and self._time_stopped:
+            self.logger.info("time budget %s (train.max_time) used up at iteration %d: validating, saving "
+                             "and stopping", fmt_time(self.max_time_s), self.iter)
+        elif self.stop_training:
             self.logger.info("stop_training set at iteration %d: saving and stopping", self.iter)
         return self.stop_training
 

@@ -29,6 +29,29 @@ def non_negative(inst, attribute, value):
         raise ValueError(f"must be >= 0, got {value}")
 
 
+_DURATION_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def parse_duration(text) -> float:
+    """Seconds in a duration such as ``"2h"``, ``"90m"``, ``"1h30m"``,
+    ``"45s"`` or ``"1.5h"``; ValueError naming the accepted forms."""
+    import re
+
+    if isinstance(text, str):
+        parts = re.findall(r"(\d+(?:\.\d+)?)\s*([dhms])", text.strip().lower())
+        joined = "".join(f"{n}{u}" for n, u in parts)
+        if parts and joined == re.sub(r"\s+", "", text.strip().lower()):
+            seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+            if seconds > 0:
+                return seconds
+    raise ValueError(f"must be a duration with units such as \"2h\", \"90m\", \"1h30m\" or \"45s\", got {text!r}")
+
+
+def duration(inst, attribute, value):
+    if value is not None:
+        parse_duration(value)
+
+
 def component(kind: str, doc: str, *, default=None, many: bool = False):
     """A field holding a component table (or a list of them) of ``kind``."""
     if many:
@@ -97,8 +120,13 @@ class TrainConfig:
     grad_clip: float | None = attrs.field(default=None, validator=positive, metadata=_doc("clip the gradient norm to this value"))
     accumulate: int = attrs.field(default=1, validator=positive, metadata=_doc("gradient accumulation: micro-batches per optimizer step"))
     deterministic: bool = attrs.field(default=False, metadata=_doc("torch deterministic algorithms and cudnn flags"))
+    max_time: str | None = attrs.field(default=None, validator=duration, metadata=_doc("wall-clock budget of the training loop (\"2h\", \"90m\", \"1h30m\"): training stops at the first step past it, then validates and saves"))
+    stretch_schedule: bool = attrs.field(default=False, metadata=_doc("with max_time: the run lasts the budget (max_epochs/max_iters only set the LR schedule's shape) and the LR schedule is stretched over the iterations that fit in it"))
 
     def __attrs_post_init__(self):
+        if self.stretch_schedule and self.max_time is None:
+            raise ConfigCheckError("stretch_schedule needs max_time (the budget to stretch the schedule over)",
+                                   key="stretch_schedule")
         if (self.max_epochs is None) == (self.max_iters is None):
             if self.max_epochs is None:
                 raise ConfigCheckError("give exactly one of max_epochs and max_iters (neither is set)", key="max_epochs")
@@ -112,6 +140,10 @@ class TrainConfig:
     @property
     def by_epoch(self) -> bool:
         return self.max_epochs is not None
+
+    @property
+    def max_time_s(self) -> float | None:
+        return None if self.max_time is None else parse_duration(self.max_time)
 
 
 @attrs.frozen

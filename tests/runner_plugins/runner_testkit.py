@@ -233,6 +233,21 @@ def target_spy():
     return TargetSpy()
 
 
+class SlowSteps:
+    """Sleeps ``seconds`` after every step (a known pace for time budgets)
+    and records each step's learning rate in ``runner.lrs``."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    @hookimpl
+    def detcore_after_train_iter(self, runner, iteration, losses):
+        import time
+
+        runner.__dict__.setdefault("lrs", []).append(runner.optimizer.param_groups[0]["lr"])
+        time.sleep(self.seconds)
+
+
 def recorder():
     return Recorder()
 
@@ -240,7 +255,7 @@ def recorder():
 @hookimpl
 def detcore_runner_hooks():
     return {
-        "nan_at": NanAt, "signal_at": SignalAt, "stop_at": StopAt, "recorder": recorder,
+        "nan_at": NanAt, "signal_at": SignalAt, "slow_steps": SlowSteps, "stop_at": StopAt, "recorder": recorder,
         "loss_dump": loss_dump, "bad_args": bad_args, "target_spy": target_spy,
     }
 
