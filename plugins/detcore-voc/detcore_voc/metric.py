@@ -115,6 +115,7 @@ class VocMetric:
         self.iou_thr = iou_thr
         self.legacy = legacy_coordinates
         self.classwise = classwise
+        self._last: dict | None = None  # what save_plots draws: the last evaluate()'s inputs
 
     def evaluate(self, predictions: list[dict], dataset) -> dict[str, float]:
         class_names = list(dataset.class_names)
@@ -133,6 +134,8 @@ class VocMetric:
             for box, score, label in zip(boxes, scores, labels):
                 if 0 <= label < len(class_names):
                     detections[int(label)].append((image_id, float(score), box))
+        self._last = {"class_names": class_names, "gts": gts, "predictions": predictions,
+                      "detections": detections, "ground_truth": ground_truth}
         area, eleven = voc_map(detections, ground_truth, len(class_names), self.iou_thr, self.legacy)
         out = {
             "voc_mAP": float(np.mean(list(area.values()))) if area else 0.0,
@@ -142,6 +145,44 @@ class VocMetric:
             for c, ap in area.items():
                 out[f"voc_AP/{class_names[c]}"] = ap
         return out
+
+    def save_plots(self, out_dir) -> list:
+        """Draw the last :meth:`evaluate`'s figures into ``out_dir``:
+        ``voc_PR_curve.png`` (each class's precision, made monotone as for
+        the area AP, at 101 recall points; the legend's AP is their mean, so
+        close to but not the area AP) and ``confusion_matrix.png`` (boxes
+        matched at IoU 0.5, detections scoring at least 0.25, difficult
+        objects left out). Returns the files written."""
+        from pathlib import Path
+
+        from detcore import confusion_matrix, save_confusion_matrix, save_pr_curves
+
+        if self._last is None:
+            return []
+        last, out_dir = self._last, Path(out_dir)
+        names = last["class_names"]
+        points = np.linspace(0.0, 1.0, 101)
+        curves = np.full((len(points), len(names)), -1.0)
+        for c in range(len(names)):
+            recall, precision, npos = class_pr(last["detections"].get(c, []), last["ground_truth"].get(c, {}),
+                                               self.iou_thr, self.legacy)
+            if npos == 0:
+                continue
+            best = np.maximum.accumulate(np.concatenate([precision, [0.0]])[::-1])[::-1]  # max precision at >= each recall
+            idx = np.searchsorted(np.concatenate([recall, [np.inf]]), points, side="left")
+            curves[:, c] = best[np.minimum(idx, len(best) - 1)]
+        written = [save_pr_curves(points, curves, names, out_dir / "voc_PR_curve.png",
+                                  title=f"Precision-recall (VOC, IoU {self.iou_thr:g})")]
+        preds, gts = [], []
+        for pred in last["predictions"]:
+            boxes, labels, difficult = last["gts"].get(int(pred["image_id"]), (np.zeros((0, 4)), np.zeros(0), np.zeros(0)))
+            keep = ~np.asarray(difficult, dtype=bool)
+            gts.append({"boxes": np.asarray(boxes)[keep], "labels": np.asarray(labels)[keep]})
+            preds.append(pred)
+        matrix = confusion_matrix(preds, gts, len(names), iou_thr=0.5, score_thr=0.25)
+        written.append(save_confusion_matrix(matrix, names, out_dir / "confusion_matrix.png",
+                                             title="Confusion matrix (boxes, IoU 0.5, score >= 0.25)"))
+        return written
 
     def summary(self, results: dict[str, float]) -> str:
         """The per-class AP table (area under the interpolated PR curve)

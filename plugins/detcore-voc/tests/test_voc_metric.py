@@ -134,7 +134,9 @@ def test_voc_metric_on_a_voc_folder(tmp_path):
     preds[0]["boxes"] = torch.cat([preds[0]["boxes"], torch.tensor([[0.0, 0, 5, 5]])])
     preds[0]["scores"] = torch.cat([preds[0]["scores"], torch.tensor([0.3])])
     preds[0]["labels"] = torch.cat([preds[0]["labels"], torch.tensor([2])])
-    out = VocMetric().evaluate(preds, ds)
+    metric = VocMetric()
+    out = metric.evaluate(preds, ds)
+    _check_save_plots(metric, tmp_path / "plots", preds)
     assert out["voc_AP/a"] == pytest.approx(AP_AREA)
     assert out["voc_AP/b"] == 0.0
     assert "voc_AP/c" not in out
@@ -149,6 +151,33 @@ def test_voc_metric_on_a_voc_folder(tmp_path):
         f"  mAP       {AP_AREA / 2:.3f}",
         f"  mAP 11pt  {AP_11 / 2:.3f}",
     ]
+
+
+def _check_save_plots(metric, out_dir, preds):
+    """save_plots draws the PR curves from the same per-class curves as the
+    AP and a confusion matrix counting every non-difficult box once."""
+    pytest.importorskip("matplotlib")
+    import detcore
+
+    drawn = {}
+    real_pr, real_cm = detcore.save_pr_curves, detcore.save_confusion_matrix
+    try:
+        detcore.save_pr_curves = lambda *a, **k: drawn.setdefault("pr", a) and real_pr(*a, **k)
+        detcore.save_confusion_matrix = lambda *a, **k: drawn.setdefault("cm", a) and real_cm(*a, **k)
+        files = metric.save_plots(out_dir)
+    finally:
+        detcore.save_pr_curves, detcore.save_confusion_matrix = real_pr, real_cm
+    assert [f.name for f in files] == ["voc_PR_curve.png", "confusion_matrix.png"]
+    assert all(f.stat().st_size > 10_000 for f in files)
+    points, curves, names, _ = drawn["pr"]
+    assert names == ["a", "b", "c"] and curves.shape == (101, 3)
+    assert (curves[:, 2] == -1).all()  # no positives: left out
+    assert (curves[:, 1] == 0).all()  # one positive, never detected
+    # the mean of the monotone precision over the recall points is close to the area AP
+    assert curves[:, 0].mean() == pytest.approx(AP_AREA, abs=0.05)
+    matrix = drawn["cm"][0]
+    assert matrix[:, :3].sum() == 4  # 4 non-difficult boxes (one of the 5 is difficult)
+    assert matrix[:3, :].sum() == sum(int((p["scores"] >= 0.25).sum()) for p in preds)
 
 
 def test_voc_metric_reads_any_dataset_through_its_items():
