@@ -383,7 +383,7 @@ def test_wheel_in_a_fresh_venv_is_listed_and_validates(example_venv, tmp_path):
             """\
             [model]
             type = "fcos"
-            num_classes = 2
+            num_classes = 3
             backbone = { type = "example:example_convnet", widths = [8, 16] }
             head = { type = "shared_tower_fcos_head" }
 
