@@ -185,11 +185,11 @@ def test_run(
     metric's own summary, the files written."""
     import logging
 
-    from detcore.cli.inference import class_names_of, load_model, split_table
     from detcore.engine import dist
     from detcore.engine.build import build_dataset, build_metrics
     from detcore.engine.checkpoint import check_checkpoint_classes, check_checkpoint_model
     from detcore.engine.evaluation import evaluate
+    from detcore.engine.inference import class_names_of, load_model, split_table
     from detcore.weights import read_checkpoint
 
     if batch_size is not None and batch_size < 1:

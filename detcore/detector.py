@@ -112,7 +112,7 @@ class Detector:
         meta: dict | None = None,
         batch_size: int | None = None,
     ):
-        from detcore.cli.inference import eval_pipeline
+        from detcore.engine.inference import eval_pipeline
 
         self.run = run
         self.model = model
@@ -183,8 +183,8 @@ class Detector:
         """The detector of a loaded :class:`detcore.runfile.Run` with
         ``checkpoint``'s weights (what ``detcore predict RUN.toml
         --checkpoint CKPT`` uses)."""
-        from detcore.cli.inference import load_model
         from detcore.engine.dist_env import resolve_device
+        from detcore.engine.inference import load_model
 
         dev = resolve_device(str(device or run.cfg.device), fix="pass device=\"cpu\"")
         model, ckpt = load_model(run, checkpoint, dev, checkpoint_dict=checkpoint_dict)

@@ -82,6 +82,23 @@ def test_import_is_light_and_test_is_not_collected_by_pytest():
     assert out.stdout.split() == ["False", "False"]
 
 
+@pytest.mark.parametrize("config", ["demo_shapes.toml", "retinanet_r50_fpn_1x_coco.toml"])
+def test_the_run_file_a_checkpoint_carries_builds_the_same_model(config):
+    """Detector.from_checkpoint rebuilds the model from the resolved run file
+    saved in the checkpoint: it must give the same architecture as the
+    original (defaults a detector sets for its backbone included)."""
+    from detcore.engine.build import build_model
+    from detcore.models.pretrained import skip_pretrained
+    from detcore.runfile import load_run, resolved_dict
+    from detcore.runfile.toml_writer import dumps
+
+    run = load_run(REPO / "configs" / config, data_splits=())
+    saved = load_run("saved.toml", text=dumps(resolved_dict(run.cfg, run.catalog)), data_splits=())
+    with skip_pretrained():
+        shapes = [{k: tuple(v.shape) for k, v in build_model(r).state_dict().items()} for r in (run, saved)]
+    assert shapes[0] == shapes[1]
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """Shapes data, a run file and ``detcore.train`` run in this process."""

@@ -134,6 +134,14 @@ def fill_defaults(catalog: Catalog, kind: str, table):
         sub = sub_of(p.annotation)
         item = sub_of(list_item_hint(p.annotation)) if list_item_hint(p.annotation) is not None else None
         if sub is not None and isinstance(value, dict):
+            if kind == "detector" and name == "backbone" and isinstance(value.get("type"), str):
+                # A detector's own defaults for its backbone come before the
+                # backbone factory's (fcos takes ResNet's C3-C5): filling the
+                # factory's would make resolved.toml build another model.
+                from detcore.models.names import dense_backbone_defaults
+
+                comp = catalog.get("backbone", value["type"])
+                value = {**value, **dense_backbone_defaults(table["type"], comp.plugin, comp.name, value)}
             value = fill_defaults(catalog, sub.kind, value)
         elif item is not None and isinstance(value, list):
             value = [fill_defaults(catalog, item.kind, v) for v in value]
