@@ -29,6 +29,7 @@ import os
 import time
 from pathlib import Path
 
+from detcore.data.mixing import epochs_of, set_dataset_epoch
 from detcore.engine import dist, workdir
 from detcore.engine.batches import batch_to_device, target_to_device  # noqa: F401 - target_to_device: its old home
 from detcore.engine.checkpointer import RunCheckpointer
@@ -406,6 +407,8 @@ class Runner:
                              "; the LR schedule is stretched over it" if self.cfg.train.stretch_schedule else "")
         while not self._done() and not self.stop_training:
             sampler.set_epoch(self.epoch, start)
+            set_dataset_epoch(self.train_dataset, self.epoch,
+                              epochs_of(self.max_epochs, self.max_iters, self.iters_per_epoch))
             self.batch_in_epoch = start
             self.pm.hook.detcore_before_train_epoch(runner=self, epoch=self.epoch)
             try:
