@@ -150,7 +150,8 @@ def save_pr_curves(
     ax.set_ylim(0, 1.01)
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower left", fontsize=8)
+    if valid:  # no class with ground truth: an empty plot, no legend
+        ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
 

@@ -96,3 +96,40 @@ def test_the_figures_are_labelled(tmp_path, monkeypatch):
     assert [t.get_text() for t in pr_ax.get_legend().get_texts()] == ["cat 0.500", "dog 0.500", "all classes 0.500"]
     assert (cm_ax.get_xlabel(), cm_ax.get_ylabel()) == ("true class", "predicted class")
     assert [t.get_text() for t in cm_ax.get_xticklabels()] == ["cat", "dog", "background"]
+
+
+def test_end_of_run_plots_never_fail_a_finished_run(tmp_path, caplog):
+    import logging
+    from types import SimpleNamespace
+
+    from detcore.builtin.plots import detcore_after_run
+    from detcore.errors import DetcoreError
+
+    class Draws:
+        def save_plots(self, out_dir):
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "x.png").write_bytes(b"png")
+            return [out_dir / "x.png"]
+
+    class NeedsAnExtra:
+        def save_plots(self, out_dir):
+            raise DetcoreError("drawing figures needs matplotlib ... pip install 'detcore[plot]'")
+
+    class Broken:
+        def save_plots(self, out_dir):
+            raise ZeroDivisionError("oops")
+
+    logger = logging.getLogger("detcore.test_plots")
+    runner = SimpleNamespace(is_main=True, last_metrics={"m": 1.0}, work_dir=tmp_path, logger=logger,
+                             metrics=[object(), NeedsAnExtra(), Broken(), Draws()])
+    with caplog.at_level(logging.INFO, logger="detcore.test_plots"):
+        detcore_after_run(runner)
+    text = caplog.text
+    assert "NeedsAnExtra: no result plots" in text and "detcore[plot]" in text
+    assert "Broken: drawing the result plots failed: ZeroDivisionError: oops" in text
+    assert f"Draws: wrote {tmp_path / 'plots' / 'x.png'}" in text
+    # nothing drawn by other processes, or before any validation
+    caplog.clear()
+    for other in (dict(is_main=False), dict(last_metrics={})):
+        detcore_after_run(SimpleNamespace(**{**vars(runner), **other}))
+    assert caplog.text == ""

@@ -32,5 +32,8 @@ def detcore_after_run(runner) -> None:
             # The checkpoints are saved: a missing extra must not fail the run.
             runner.logger.warning("%s: no result plots: %s", name, exc)
             continue
+        except Exception as exc:  # a bug in a metric's drawing: say so, keep the finished run's status
+            runner.logger.error("%s: drawing the result plots failed: %s: %s", name, type(exc).__name__, exc)
+            continue
         if written:
             runner.logger.info("%s: wrote %s", name, ", ".join(str(p) for p in written))
