@@ -122,7 +122,8 @@ def read_names(path: str) -> list[str]:
         raise ConvertError(f"cannot parse YAML names file '{path}': {exc}") from None
     names = data.get("names") if isinstance(data, dict) else None
     if isinstance(names, dict):
-        keys = sorted(names, key=lambda k: (not isinstance(k, int), str(k)))
+        # Integer keys in numeric order (10 after 9), anything else after them.
+        keys = sorted(names, key=lambda k: (0, k, "") if isinstance(k, int) else (1, 0, str(k)))
         if keys != list(range(len(keys))):
             raise ConvertError(
                 f"'{path}': names must map the class indices 0, 1, ..., {len(keys) - 1} to names; "
