@@ -276,3 +276,77 @@ def test_taken_port_is_a_one_line_error(tmp_path):
     assert lines[0].startswith(f"detcore: error: port {port} (dist.port) is already in use")
     assert "--set dist.port=" in lines[0]
     assert not (tmp_path / "w").exists()
+
+
+def _run_timed(run: Path, work_dir: Path, marker: str, timeout: float = 300) -> tuple[int, str, float]:
+    """Run a 2-process job; ``(exit status, stderr, seconds from the first
+    stderr line containing ``marker`` to the job's exit)``."""
+    import threading
+
+    proc = start(run, work_dir, "--nproc", "2")
+    seen: list[float] = []
+    err_lines: list[str] = []
+
+    def read_err():
+        for line in proc.stderr:
+            err_lines.append(line)
+            if marker in line and not seen:
+                seen.append(time.monotonic())
+
+    reader = threading.Thread(target=read_err)
+    reader.start()
+    proc.stdout.read()  # drain
+    proc.wait(timeout=timeout)
+    reader.join()
+    end = time.monotonic()
+    assert seen, "".join(err_lines)[-3000:]
+    return proc.returncode, "".join(err_lines), end - seen[0]
+
+
+def _last_checkpoint_usable(work_dir: Path) -> None:
+    from detcore.engine.checkpoint import find_resume
+
+    found = find_resume(work_dir, log=lambda msg: None)
+    assert found is not None and found[0].name == "iter_4.pth", sorted(p.name for p in work_dir.iterdir())
+    assert found[1]["meta"]["iter"] == 4
+    assert not [p for p in work_dir.iterdir() if ".tmp" in p.name]
+
+
+def test_rank_failing_in_validation_ends_the_job_promptly_naming_it(tmp_path):
+    """Issue 16 item 5: rank 1 raises in the validation after iteration 8;
+    rank 0, waiting to gather, stops at once (not at a collective timeout,
+    not SIGKILLed by the launcher), and the job names rank 1's error."""
+    run = run_file(
+        tmp_path / "valfail.toml",
+        batch_size=2,
+        hooks='[[hooks]]\ntype = "fail_in_validation"\nrank = 1\nat_iter = 8\n',
+    )
+    rc, err, after = _run_timed(run, tmp_path / "w", "injected failure on rank 1 in validation")
+    assert rc == 1, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("detcore: error: rank 1 of 2 failed with exit code 1: "), last
+    assert "RuntimeError: injected failure on rank 1 in validation at iteration 8" in last
+    assert "[rank0]:detcore: error: stopped because rank 1 of 2 failed during validation: RuntimeError: injected" in err
+    assert "SIGKILL" not in err and "Connection closed by peer" not in err
+    # Was 32 s (the launcher's SIGTERM-to-SIGKILL grace); the workers now exit
+    # themselves. Generous for a loaded 2-core machine: mostly interpreter exit.
+    assert after < 20, after
+    _last_checkpoint_usable(tmp_path / "w")
+
+
+def test_rank_hanging_in_validation_is_named_not_reported_as_rank_0(tmp_path):
+    """Rank 1 stops making progress in validation: rank 0 names it after
+    dist.eval_timeout_s instead of failing with its own gloo timeout."""
+    run = run_file(
+        tmp_path / "valhang.toml",
+        batch_size=2,
+        hooks='[[hooks]]\ntype = "hang_in_validation"\nrank = 1\nat_iter = 8\n',
+    )
+    run.write_text(run.read_text().replace("eval_timeout_s = 120", "eval_timeout_s = 6"))
+    rc, err, _ = _run_timed(run, tmp_path / "w", "rank 1 of 2 hung", timeout=400)
+    assert rc == 1, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("detcore: error: rank 1 of 2 hung: it did not finish validation within 6 s "
+                           "(dist.eval_timeout_s), while rank 0 did."), last
+    assert "rank 0 of 2 failed" not in last
+    _last_checkpoint_usable(tmp_path / "w")

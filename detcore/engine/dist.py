@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import os
 import sys
+import time
+from collections.abc import Callable
 from datetime import timedelta
 
 from detcore.engine.dist_env import (  # noqa: F401 - re-exported: documented under detcore.engine.dist
@@ -141,7 +143,7 @@ def _report_uncaught_to_launcher() -> None:
     """Under torchrun's agent, write an uncaught exception to the worker's
     error file (what ``torch.distributed.elastic``'s ``@record`` does), so
     the launcher's failure report names the exception instead of "To enable
-    traceback see ..."."""
+    traceback see ...". The worker then exits at once (:func:`exit_now`)."""
     import json
     import time
     import traceback
@@ -167,8 +169,29 @@ def _report_uncaught_to_launcher() -> None:
         except OSError:
             pass
         previous(exc_type, exc, tb)
+        exit_now(1)
 
     sys.excepthook = hook
+
+
+def exit_now(status: int) -> None:
+    """End a failed worker of a launched job now: flush output and
+    ``os._exit``. Python's normal shutdown of a process whose peers are gone
+    spends seconds in gloo's teardown, long enough for the launcher to take
+    another rank's later error for the first one. Files are already closed
+    (checkpoints are written atomically)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(status)
+
+
+def launched_worker() -> bool:
+    """Whether this process is a worker started by torch's elastic agent
+    (``torchrun``, ``detcore ... --nproc N``)."""
+    return bool(os.environ.get("TORCHELASTIC_ERROR_FILE")) and "RANK" in os.environ
 
 
 _object_groups: dict = {}
@@ -271,6 +294,62 @@ def max_over_ranks(values: list[int]) -> list[int]:
 def any_rank(flag: bool) -> bool:
     """``True`` on every rank when ``flag`` is true on at least one."""
     return bool(max_over_ranks([int(bool(flag))])[0])
+
+
+class RankFailure(DetcoreError):
+    """Another rank failed, or stopped responding, in a step every rank takes
+    together (see :func:`wait_for_ranks`)."""
+
+
+_arrivals = 0  # wait_for_ranks calls so far: the same count on every rank
+
+
+def wait_for_ranks(
+    what: str,
+    timeout_s: float,
+    *,
+    failed: str | None = None,
+    check_stop: Callable[[], None] | None = None,
+) -> None:
+    """A barrier that says who is missing. Every rank marks in the
+    rendezvous store that it reached the end of ``what`` (or, with
+    ``failed`` = its error, that it failed there, and returns at once) and
+    waits for the others up to ``timeout_s``, polling, so that a signal is
+    handled while waiting (``check_stop()`` may raise to stop).
+
+    Raises :class:`RankFailure` naming the first rank that failed (at once,
+    instead of waiting for a collective's timeout) or that did not arrive in
+    time (a hung rank, which a gloo/NCCL timeout would report as this rank's
+    own error)."""
+    global _arrivals
+    if not is_initialized() or get_world_size() == 1:
+        return
+    from torch.distributed.distributed_c10d import _get_default_store
+
+    _arrivals += 1
+    store = _get_default_store()
+    rank, world = get_rank(), get_world_size()
+    keys = [f"detcore/arrived/{_arrivals}/{r}" for r in range(world)]
+    store.set(keys[rank], failed or "")
+    if failed is not None:
+        return  # this rank reports its own error
+    deadline = time.monotonic() + timeout_s
+    while not store.check(keys):
+        if check_stop is not None:
+            check_stop()
+        if time.monotonic() > deadline:
+            missing = [r for r, k in enumerate(keys) if not store.check([k])]
+            others = f" (and rank {', '.join(map(str, missing[1:]))})" if len(missing) > 1 else ""
+            raise RankFailure(
+                f"rank {missing[0]} of {world} hung{others}: it did not finish {what} within {timeout_s:g} s "
+                f"(dist.eval_timeout_s), while rank {rank} did. Its worker log shows where it stopped; raise "
+                f"dist.eval_timeout_s if that rank is only slower."
+            )
+        time.sleep(0.1)
+    for r, key in enumerate(keys):
+        error = store.get(key).decode()
+        if error:
+            raise RankFailure(f"stopped because rank {r} of {world} failed during {what}: {error}")
 
 
 def cleanup() -> None:

@@ -75,6 +75,7 @@ def evaluate(
     amp: str | None = None,
     eval_timeout_s: float = 7200.0,
     on_batch: Callable | None = None,
+    check_stop: Callable[[], None] | None = None,
 ) -> dict[str, float]:
     """Every metric's ``evaluate(predictions, dataset)`` merged into one dict,
     the same on every rank.
@@ -83,12 +84,25 @@ def evaluate(
     (``dist.gather_to_main``), put in dataset order (each image exactly once,
     whatever the world size) and evaluated there; the result (or rank 0's
     error) is shared back with ``dist.share_from_main``, whose wait is sized
-    by ``eval_timeout_s``, not by the training collectives' timeout."""
+    by ``eval_timeout_s``, not by the training collectives' timeout.
+
+    Before the gather every rank meets the others through
+    :func:`dist.wait_for_ranks`: a rank that failed while predicting stops the
+    others at once, and one that hangs is named after ``eval_timeout_s``
+    (``check_stop`` is called while waiting: a raised signal stops there)."""
     rank, world = dist.get_rank(), dist.get_world_size()
-    mine = predict(
-        model, dataset, device=device, batch_size=batch_size, workers=workers, amp=amp,
-        rank=rank, world_size=world, on_batch=on_batch,
-    )
+    try:
+        mine = predict(
+            model, dataset, device=device, batch_size=batch_size, workers=workers, amp=amp,
+            rank=rank, world_size=world, on_batch=on_batch,
+        )
+    except BaseException as exc:
+        try:  # tell the waiting ranks, then fail with this rank's own error
+            dist.wait_for_ranks("validation", eval_timeout_s, failed=f"{type(exc).__name__}: {exc}"[:500] or "error")
+        except Exception:  # noqa: BLE001 - the original error matters more
+            pass
+        raise
+    dist.wait_for_ranks("validation", eval_timeout_s, check_stop=check_stop)
     gathered = dist.gather_to_main(mine, timeout_s=eval_timeout_s)
     outcome = None
     error: BaseException | None = None

@@ -88,6 +88,8 @@ _SECONDARY = (
     "socket timeout",
     "timed out",
     "sigterm",
+    # dist.RankFailure: this rank stopped because another one failed.
+    "stopped because rank",
 )
 
 
@@ -100,17 +102,18 @@ def _failure_summary(failure, log_dir: str) -> tuple[str, bool]:
     import glob
     import signal
 
-    if failure.exitcode < 0:
+    text = ""
+    data = getattr(failure, "error_file_data", None) or {}
+    if isinstance(data.get("message"), dict):
+        # Written by the worker's excepthook (see _report_uncaught_to_launcher),
+        # also when the agent killed the worker while it was exiting.
+        text = str(data["message"].get("message") or "")
+    if not text and failure.exitcode < 0:
         try:
             name = signal.Signals(-failure.exitcode).name
         except ValueError:
             name = f"signal {-failure.exitcode}"
         return f"killed by {name}", name in ("SIGTERM", "SIGINT")
-    text = ""
-    data = getattr(failure, "error_file_data", None) or {}
-    if isinstance(data.get("message"), dict):
-        # Written by the worker's excepthook (see _report_uncaught_to_launcher).
-        text = str(data["message"].get("message") or "")
     if not text:
         # DefaultLogsSpecs layout: <log_dir>/<run id>_<x>/attempt_<n>/<local rank>/stderr.log
         pattern = os.path.join(
@@ -234,9 +237,13 @@ def launch_local(
         secondary, _, rank, failure, text = min(summaries, key=lambda s: s[:3])
         others = ", ".join(str(s[2]) for s in summaries if s[2] != rank)
         also = f" (rank {others} failed too)" if others else ""
+        if re.match(rf"rank \d+ of {nproc} hung", text):
+            # dist.RankFailure from the rank that waited: the hung one is named.
+            head = text.rstrip(".")
+        else:
+            head = f"rank {rank} of {nproc} failed with exit code {failure.exitcode}: {text}{also}"
         print(
-            f"detcore: error: rank {rank} of {nproc} failed with exit code {failure.exitcode}: {text}{also}; "
-            f"the other ranks were stopped. Worker logs: {log_dir}",
+            f"detcore: error: {head}; the other ranks were stopped. Worker logs: {log_dir}",
             file=sys.stderr,
             flush=True,
         )

@@ -526,6 +526,12 @@ class Runner:
             self.logger.info("stop_training set at iteration %d: saving and stopping", self.iter)
         return self.stop_training
 
+    def _raise_if_signalled(self) -> None:
+        """While waiting for other ranks in validation: a SIGTERM (the launcher
+        stopping the job because a rank died) stops here, saving a checkpoint."""
+        if self.signals.received is not None:
+            raise Interrupted
+
     def _on_signal(self, signum: int) -> None:
         if self.logger is not None and self.is_main:
             self.logger.warning(
@@ -604,6 +610,7 @@ class Runner:
             amp=self.cfg.train.amp,
             eval_timeout_s=self.cfg.dist.eval_timeout_s,
             on_batch=on_batch,
+            check_stop=self._raise_if_signalled,
         )
         self.last_metrics = metrics
         self._last_val_iter = self.iter

@@ -162,6 +162,35 @@ class FailOnRank:
             raise RuntimeError(f"injected failure on rank {runner.rank} at iteration {iteration}")
 
 
+class FailInValidation:
+    """Raises on rank ``rank`` in the validation after training iteration
+    ``at_iter`` (after its first validation batch)."""
+
+    def __init__(self, rank: int = 1, at_iter: int = 4):
+        self.rank = rank
+        self.at_iter = at_iter
+
+    @hookimpl
+    def detcore_after_val_iter(self, runner, batch, outputs):
+        if runner.rank == self.rank and runner.iter == self.at_iter:
+            raise RuntimeError(f"injected failure on rank {runner.rank} in validation at iteration {runner.iter}")
+
+
+class HangInValidation:
+    """Rank ``rank`` stops making progress (sleeps) in the validation after
+    training iteration ``at_iter``, as a rank stuck in I/O or a deadlock would."""
+
+    def __init__(self, rank: int = 1, at_iter: int = 4, sleep_s: float = 3600.0):
+        self.rank = rank
+        self.at_iter = at_iter
+        self.sleep_s = sleep_s
+
+    @hookimpl
+    def detcore_after_val_iter(self, runner, batch, outputs):
+        if runner.rank == self.rank and runner.iter == self.at_iter:
+            time.sleep(self.sleep_s)
+
+
 @hookimpl
 def detcore_detectors():
     return {"dist_tiny_det": dist_tiny_det}
@@ -174,4 +203,10 @@ def detcore_metrics():
 
 @hookimpl
 def detcore_runner_hooks():
-    return {"save_params": SaveParams, "fail_on_rank": FailOnRank, "stop_at": StopAt}
+    return {
+        "save_params": SaveParams,
+        "fail_on_rank": FailOnRank,
+        "fail_in_validation": FailInValidation,
+        "hang_in_validation": HangInValidation,
+        "stop_at": StopAt,
+    }
