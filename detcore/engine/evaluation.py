@@ -76,6 +76,7 @@ def evaluate(
     eval_timeout_s: float = 7200.0,
     on_batch: Callable | None = None,
     check_stop: Callable[[], None] | None = None,
+    what: str = "evaluation",
 ) -> dict[str, float]:
     """Every metric's ``evaluate(predictions, dataset)`` merged into one dict,
     the same on every rank.
@@ -89,7 +90,8 @@ def evaluate(
     Before the gather every rank meets the others through
     :func:`dist.wait_for_ranks`: a rank that failed while predicting stops the
     others at once, and one that hangs is named after ``eval_timeout_s``
-    (``check_stop`` is called while waiting: a raised signal stops there)."""
+    (``check_stop`` is called while waiting: a raised signal stops there;
+    ``what`` names the step in those messages)."""
     rank, world = dist.get_rank(), dist.get_world_size()
     try:
         mine = predict(
@@ -98,11 +100,11 @@ def evaluate(
         )
     except BaseException as exc:
         try:  # tell the waiting ranks, then fail with this rank's own error
-            dist.wait_for_ranks("validation", eval_timeout_s, failed=f"{type(exc).__name__}: {exc}"[:500] or "error")
+            dist.wait_for_ranks(what, eval_timeout_s, failed=f"{type(exc).__name__}: {exc}"[:500] or "error")
         except Exception:  # noqa: BLE001 - the original error matters more
             pass
         raise
-    dist.wait_for_ranks("validation", eval_timeout_s, check_stop=check_stop)
+    dist.wait_for_ranks(what, eval_timeout_s, check_stop=check_stop)
     gathered = dist.gather_to_main(mine, timeout_s=eval_timeout_s)
     outcome = None
     error: BaseException | None = None

@@ -611,6 +611,7 @@ class Runner:
             eval_timeout_s=self.cfg.dist.eval_timeout_s,
             on_batch=on_batch,
             check_stop=self._raise_if_signalled,
+            what="validation",
         )
         self.last_metrics = metrics
         self._last_val_iter = self.iter
