@@ -161,3 +161,18 @@ def test_docs_example_is_a_valid_run_file_table(tmp_path):
     ds = catalog.build("dataset", table, path="data.train")
     image, target = ds[0]
     assert image.shape[-2:] == (320, 320) and len(target["boxes"]) == len(target["labels"])
+
+
+def test_closing_the_mix_with_persistent_workers_is_a_run_file_error(tmp_path, capsys):
+    from runner_testutil import cli, write_run
+
+    run = write_run(tmp_path, schedule="max_epochs = 3", workers=1)
+    text = run.read_text().replace(
+        '[data.train]\ntype = "synthetic"',
+        '[data.train]\ntype = "multi_image_mix"\nmosaic_size = 32\nclose_last_epochs = 1\n'
+        '[data.train.dataset]\ntype = "synthetic"',
+    ).replace("[data]\n", "[data]\npersistent_workers = true\n")
+    run.write_text(text)
+    assert cli("train", str(run), "--work-dir", str(tmp_path / "w")) == 2
+    err = capsys.readouterr().err
+    assert "data.persistent_workers" in err and "close_last_epochs" in err and "Traceback" not in err

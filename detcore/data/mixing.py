@@ -22,26 +22,35 @@ import torch.utils.data
 
 from detcore.errors import ConfigCheckError
 
-__all__ = ["MultiImageMix", "set_dataset_epoch"]
+__all__ = ["MultiImageMix", "epoch_dependent", "set_dataset_epoch"]
 
 FILL = 114  # the grey YOLOX and Ultralytics pad mosaics with
 
 
-def set_dataset_epoch(dataset, epoch: int, max_epochs: int) -> None:
-    """Call ``set_epoch(epoch, max_epochs)`` on ``dataset`` and on every
-    dataset it wraps (``.dataset`` / ``.datasets``) that has one."""
-    seen = set()
-    stack = [dataset]
+def _nested(dataset):
+    """``dataset`` and every dataset it wraps (``.dataset`` / ``.datasets``)."""
+    seen, stack = set(), [dataset]
     while stack:
         d = stack.pop()
-        if id(d) in seen or d is None:
+        if d is None or id(d) in seen:
             continue
         seen.add(id(d))
-        fn = getattr(type(d), "set_epoch", None)
-        if callable(fn):
-            d.set_epoch(epoch, max_epochs)
+        yield d
         stack.extend(vars(d).get("datasets", []) or [])
         stack.append(vars(d).get("dataset"))
+
+
+def set_dataset_epoch(dataset, epoch: int, max_epochs: int) -> None:
+    """Call ``set_epoch(epoch, max_epochs)`` on ``dataset`` and on every
+    dataset it wraps that has one."""
+    for d in _nested(dataset):
+        if callable(getattr(type(d), "set_epoch", None)):
+            d.set_epoch(epoch, max_epochs)
+
+
+def epoch_dependent(dataset) -> bool:
+    """Whether ``dataset`` (or one it wraps) changes with the epoch."""
+    return any(getattr(d, "close_last_epochs", 0) for d in _nested(dataset) if isinstance(d, MultiImageMix))
 
 
 def _resize(image, masks, scale: float):

@@ -29,7 +29,7 @@ import os
 import time
 from pathlib import Path
 
-from detcore.data.mixing import epochs_of, set_dataset_epoch
+from detcore.data.mixing import epoch_dependent, epochs_of, set_dataset_epoch
 from detcore.engine import dist, workdir
 from detcore.engine.batches import batch_to_device, target_to_device  # noqa: F401 - target_to_device: its old home
 from detcore.engine.checkpointer import RunCheckpointer
@@ -235,6 +235,14 @@ class Runner:
         if len(train) == 0:
             raise RunFileError("the training dataset is empty", file=self.run.raw.file_of("data.train"), key="data.train")
         self.train_dataset = train
+        if cfg.data.persistent_workers and cfg.data.workers > 0 and epoch_dependent(train):
+            raise RunFileError(
+                "the training dataset changes with the epoch (multi_image_mix with close_last_epochs), "
+                "but persistent loader workers keep the copy of the first epoch; set "
+                "data.persistent_workers = false (or close_last_epochs = 0)",
+                file=self.run.raw.file_of("data.persistent_workers"),
+                key="data.persistent_workers",
+            )
         self.class_names = list(getattr(train, "class_names", []))
         self.train_loader = build_train_loader(
             train,
