@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from detcore.engine import dist
-from detcore.errors import CheckpointError
+from detcore.errors import CheckpointError, shorten
 
 __all__ = ["RunCheckpointer"]
 
@@ -208,7 +208,7 @@ class RunCheckpointer:
         except RuntimeError as exc:
             raise CheckpointError(
                 f"checkpoint '{path}' does not fit the model of {r.run.path}: "
-                f"{' '.join(str(exc).split())[:600]}. Resume with the run file it was trained with."
+                f"{shorten(' '.join(str(exc).split()), 600)}. Resume with the run file it was trained with."
             ) from None
         try:
             r.optimizer.load_state_dict(ckpt["optimizer"])

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 from detcore.engine import dist
 from detcore.engine.batches import image_to_float, to_original
+from detcore.errors import shorten
 
 __all__ = ["as_prediction", "evaluate", "format_metrics", "predict"]
 
@@ -100,7 +101,7 @@ def evaluate(
         )
     except BaseException as exc:
         try:  # tell the waiting ranks, then fail with this rank's own error
-            dist.wait_for_ranks(what, eval_timeout_s, failed=f"{type(exc).__name__}: {exc}"[:500] or "error")
+            dist.wait_for_ranks(what, eval_timeout_s, failed=shorten(f"{type(exc).__name__}: {exc}", 500))
         except Exception:  # noqa: BLE001 - the original error matters more
             pass
         raise
