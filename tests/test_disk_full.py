@@ -105,5 +105,15 @@ def test_scalars_file_on_a_full_disk_is_one_error_and_no_half_line(tmp_path, tmp
     w = disk / "w"
     assert f"while writing the scalars file '{w / 'scalars.jsonl'}' (it needs about " in err
     assert "0 bytes free there" in err and "No checkpoint had been written yet." in err
+    assert err.strip().endswith("then start the run again.")
     lines = (w / "scalars.jsonl").read_text().splitlines()
     assert lines and all(json.loads(line)["iter"] for line in lines)  # every line whole
+
+
+@pytest.mark.slow
+def test_full_disk_before_the_first_iteration_is_one_error(tmp_path, tmpfs):
+    """Nothing fits, not even the work dir's lock file."""
+    disk = tmpfs("8k")
+    (disk / "filler").write_bytes(b"x" * 8192)
+    err = _one_error(train(tmp_path, tiny_run(SMALL, work_dir=str(disk / "w"))))
+    assert f"while writing the work dir's lock file '{disk / 'w' / '.detcore.lock'}' (0 bytes free there)" in err

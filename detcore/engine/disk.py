@@ -45,7 +45,12 @@ class DiskFullError(DetcoreError):
         elif self.checked_intact:
             text += " No checkpoint had been written yet."
         text += " Free some space (or move work_dir to a larger disk, or lower checkpoint.keep)"
-        text += f", then resume: {self.resume_hint}" if self.resume_hint else " and resume with --resume auto."
+        if self.resume_hint:
+            text += f", then resume: {self.resume_hint}"
+        elif self.checked_intact and self.intact is None:
+            text += ", then start the run again."
+        else:
+            text += " and resume with --resume auto."
         return text
 
 

@@ -33,7 +33,7 @@ from detcore.data.mixing import epoch_dependent, epochs_of, set_dataset_epoch
 from detcore.engine import dist, workdir
 from detcore.engine.batches import batch_to_device, target_to_device  # noqa: F401 - target_to_device: its old home
 from detcore.engine.checkpointer import RunCheckpointer
-from detcore.engine.disk import DiskFullError
+from detcore.engine.disk import DiskFullError, writing
 from detcore.engine.logger import FILE_ONLY
 from detcore.engine.schedule import Due, Schedule
 from detcore.engine.signals import Interrupted, StopSignals, resume_hint
@@ -155,7 +155,8 @@ class Runner:
         )
 
         # One live run per work dir, never over another run's files.
-        claim = workdir.take(self.work_dir, resume=self.resume_from, is_main=self.is_main)
+        with writing(self.work_dir / workdir.LOCK_NAME, "the work dir's lock file"):
+            claim = workdir.take(self.work_dir, resume=self.resume_from, is_main=self.is_main)
         self._restore.append(claim.release)
         stamp = time.strftime("%Y%m%d_%H%M%S")
         self.logger, self.log_file = setup_logger(self.work_dir, stamp, is_main=self.is_main, rank=self.rank)
@@ -177,8 +178,9 @@ class Runner:
             from detcore.runfile.toml_writer import dumps
 
             self.resolved_toml = dumps(resolved_dict(cfg, self.run.catalog))
-            (self.work_dir / "resolved.toml").write_text(self.resolved_toml)
-            (self.work_dir / "env.json").write_text(json.dumps(env, indent=1))
+            for name, text in (("resolved.toml", self.resolved_toml), ("env.json", json.dumps(env, indent=1))):
+                with writing(self.work_dir / name, "file", len(text.encode())):
+                    (self.work_dir / name).write_text(text)
             self.logger.info("resolved run file written to %s", self.work_dir / "resolved.toml")
         else:
             self.resolved_toml = ""
