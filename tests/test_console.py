@@ -99,3 +99,17 @@ def test_progress_table_is_checked(tmp_path):
     proc = detcore_cli("config", "check", str(path), cwd=tmp_path)
     assert proc.returncode == 2
     assert "hooks[0].interval" in proc.stderr and "positive integer" in proc.stderr
+
+
+def test_docs_console_table_is_a_valid_run_file_table(tmp_path):
+    """docs/training.md's `progress` table, as written, in a run file."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
+    section = doc.split("## The console", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```toml\n(.*?)```", section, re.S).group(1)
+    assert 'type = "progress"' in block
+    path = write_run(tmp_path, [], train=SCHEDULE)
+    text = re.sub(r"^hooks = \[\]\n", "", path.read_text(), flags=re.M)
+    path.write_text(text + "\n" + block)
+    proc = detcore_cli("config", "check", str(path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "1 hook(s)" in proc.stdout
