@@ -126,7 +126,7 @@ def _check_metric(args: dict, ctx) -> None:
         # The keys evaluate() returns (checkpoint.save_best, early_stopping's
         # metric are checked against them): pycocotools' 12 numbers per IoU
         # type, and with classwise <iou_type>_AP_<class name>.
-        from detcore_coco.metric import stat_keys
+        from detcore_coco.stats import stat_keys
 
         keys = [k for t in iou_types for k in stat_keys(t)]
         ctx.declare(keys=keys + ([f"{t}_AP_*" for t in iou_types] if args.get("classwise") else []))

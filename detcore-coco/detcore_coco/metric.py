@@ -13,14 +13,9 @@ from typing import Any
 import numpy as np
 
 from detcore.errors import DetcoreError
+from detcore_coco.stats import STAT_NAMES, stat_keys  # noqa: F401 - STAT_NAMES re-exported
 
 logger = logging.getLogger("detcore.coco")
-
-# The 12 numbers COCOeval.summarize() computes, named as MMDetection names them.
-STAT_NAMES = (
-    "mAP", "mAP_50", "mAP_75", "mAP_s", "mAP_m", "mAP_l",
-    "AR@1", "AR@10", "AR@100", "AR_s@100", "AR_m@100", "AR_l@100",
-)
 
 
 # How COCOeval.summarize() describes each of them: (what, IoU, area, maxDets).
@@ -45,10 +40,6 @@ def _write_json(path: str, records: list[dict]) -> str:
     with open(path, "w") as f:
         json.dump(records, f)
     return f"{path} ({len(records)} records, COCO results format)"
-
-
-def stat_keys(iou_type: str) -> list[str]:
-    return [f"{iou_type}_{n}" for n in STAT_NAMES]
 
 
 def resolve_backend(backend: str) -> str:

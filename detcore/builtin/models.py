@@ -310,6 +310,9 @@ def _extends(base):
         names_ = {p.name for p in params}
         params += [p for p in inspect.signature(base).parameters.values() if p.name not in names_]
         factory.__signature__ = own.replace(parameters=params)
+        # The hints too: run-file checks evaluate them with get_type_hints,
+        # which reads __annotations__, not __signature__.
+        factory.__annotations__ = {**base.__annotations__, **factory.__annotations__}
         return factory
 
     return decorate
