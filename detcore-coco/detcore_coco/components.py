@@ -61,6 +61,12 @@ def _check_dataset(args: dict, ctx) -> None:
         raise ConfigCheckError(f"annotation file '{ann_file}' lists no images", key="ann_file")
     if classes is None and _is_train_split(ctx):
         empty, annotated = empty_categories(data)
+        # Only a category that is the supercategory of others (Roboflow's id 0
+        # "pieces") is refused: a subset of a bigger set (coco128 lacks 9 of
+        # COCO's classes) legitimately has classes without annotations, and
+        # `coco check` lists those as warnings.
+        parents = {c.get("supercategory") for c in data["categories"]}
+        empty = [c for c in empty if c.get("name") in parents]
         if empty and annotated:
             listed = ", ".join(f"id {c['id']} '{c.get('name')}'" for c in empty)
             raise ConfigCheckError(
