@@ -51,6 +51,8 @@ PUBLIC: dict[str, str] = {
     "declare_out_channels": "detcore.models",
     "skip_pretrained": "detcore.models.pretrained",
     "pretrained_skipped": "detcore.models.pretrained",
+    # What loading weights did: a detector's ``weights_report``.
+    "LoadReport": "detcore.weights",
     # What a plugin dataset needs: read images, build the run file's transforms.
     "read_image": "detcore.data.image_io",
     "image_size": "detcore.data.image_io",

@@ -173,9 +173,9 @@ def detcore_detectors() -> dict[str, Any]:
     ``weights_report``
         what the factory loaded as pretrained weights, an object whose
         ``summary()`` returns text saying from which file how many tensors
-        were loaded and which were skipped; the runner logs it when training
-        starts. Absent or
-        ``None``: nothing is logged.
+        were loaded and which were skipped (build a ``detcore.LoadReport``);
+        the runner logs it when training starts. Absent or ``None``: nothing
+        is logged.
 
     A factory that loads pretrained weights itself (a detector's, or a
     backbone's ``weights`` argument) must skip them while

@@ -244,20 +244,33 @@ def check_fit(model, state: dict, source: str, what: str) -> None:
 
 @attrs.frozen
 class LoadReport:
+    """What loading a state dict into a model did, for the run's log
+    (``summary()``) and for tests: the keys ``loaded``, those left out because
+    their shape differs (``skipped_shape``: ``(key, shape in file, shape in
+    model)``, e.g. the class-dependent layers after changing
+    ``num_classes``), and the ``missing`` / ``unexpected`` keys.
+
+    A detector's ``weights_report`` (hookspecs) is one of these.
+    ``skipped_as`` is how ``summary()`` names the shape-skipped tensors: a
+    loader that re-initialises them for the new classes says so
+    (``skipped_as=("re-initialised", "for the new classes")``)."""
+
     source: str
     loaded: tuple[str, ...]
     skipped_shape: tuple[tuple[str, tuple, tuple], ...]  # (key, file shape, model shape)
     missing: tuple[str, ...]
     unexpected: tuple[str, ...]
+    skipped_as: tuple[str, str] = ("skipped", "for shape")  # (verb, why) in summary()
 
     def summary(self) -> str:
+        verb, why = self.skipped_as
         lines = [
             f"loaded weights from {self.source}: {len(self.loaded)} tensors loaded, "
-            f"{len(self.skipped_shape)} skipped for shape, {len(self.missing)} missing, "
+            f"{len(self.skipped_shape)} {verb} {why}, {len(self.missing)} missing, "
             f"{len(self.unexpected)} unexpected"
         ]
         for key, src, dst in self.skipped_shape:
-            lines.append(f"  skipped (shape {list(src)} in file, {list(dst)} in model): {key}")
+            lines.append(f"  {verb} (shape {list(src)} in file, {list(dst)} in model): {key}")
         if self.missing:
             lines.append(f"  missing (left as initialised): {', '.join(self.missing[:20])}"
                          + (" ..." if len(self.missing) > 20 else ""))

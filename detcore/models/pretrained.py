@@ -149,7 +149,7 @@ def load_detector_weights(model, detector: str, weights: str, arch: str | None, 
     detector with :func:`detcore.weights.load_matching`: the class-dependent
     layers are skipped (and reported) when ``num_classes`` differs; anything
     else that does not fit is an error naming the file. Returns the
-    :class:`~detcore.weights.LoadReport`."""
+    :class:`detcore.LoadReport`."""
     if names.looks_like_path(weights):
         state = read_state_dict(weights, "detector weights")
         source = str(Path(weights).expanduser())

@@ -16,43 +16,16 @@ import logging
 import math
 import re
 
-import attrs
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detcore import ConfigCheckError, DetcoreError, pretrained_skipped
+from detcore import ConfigCheckError, DetcoreError, LoadReport, pretrained_skipped
 from detcore.errors import did_you_mean
 from detcore_transformers.families import FAMILIES, Family
 from detcore_transformers.plugin import weights_source
 
 log = logging.getLogger("detcore")
-
-
-@attrs.frozen
-class WeightsReport:
-    """What ``from_pretrained`` loaded into the model, for the run's log."""
-
-    source: str
-    loaded: int
-    reinitialised: tuple[tuple[str, tuple, tuple], ...]  # (key, shape in file, shape in model)
-    missing: tuple[str, ...]
-    unexpected: tuple[str, ...]
-
-    def summary(self) -> str:
-        lines = [
-            f"loaded weights from {self.source}: {self.loaded} tensors loaded, {len(self.reinitialised)} "
-            f"re-initialised for the new classes, {len(self.missing)} missing, {len(self.unexpected)} unexpected"
-        ]
-        for key, src, dst in self.reinitialised:
-            lines.append(f"  re-initialised (shape {list(src)} in file, {list(dst)} in model): {key}")
-        if self.missing:
-            lines.append(f"  missing (left as initialised): {', '.join(self.missing[:20])}"
-                         + (" ..." if len(self.missing) > 20 else ""))
-        if self.unexpected:
-            lines.append(f"  unexpected (ignored): {', '.join(self.unexpected[:20])}"
-                         + (" ..." if len(self.unexpected) > 20 else ""))
-        return "\n".join(lines)
 
 
 def _merge(base: dict, changes: dict) -> dict:
@@ -83,7 +56,7 @@ def _labels(num_classes: int) -> dict:
 
 def _hf_model(detector: str, family: Family, num_classes: int, size: str | None, weights: str | None,
               overrides: dict):
-    """``(transformers model, WeightsReport or None)``."""
+    """``(transformers model, LoadReport or None)``."""
     import transformers
 
     model_cls = getattr(transformers, family.model_class)
@@ -122,12 +95,15 @@ def _hf_model(detector: str, family: Family, num_classes: int, size: str | None,
         )
     if skipped:
         return model, None
-    report = WeightsReport(
+    reinitialised = tuple(_mismatched(info["mismatched_keys"]))
+    not_loaded = {*info["missing_keys"], *(key for key, _, _ in reinitialised)}
+    report = LoadReport(
         source=weights,
-        loaded=len(model.state_dict()) - len(info["missing_keys"]) - len(info["mismatched_keys"]),
-        reinitialised=tuple((k, tuple(a), tuple(b)) for k, a, b in _mismatched(info["mismatched_keys"])),
+        loaded=tuple(key for key in model.state_dict() if key not in not_loaded),
+        skipped_shape=reinitialised,
         missing=tuple(sorted(info["missing_keys"])),
         unexpected=tuple(sorted(info["unexpected_keys"])),
+        skipped_as=("re-initialised", "for the new classes"),
     )
     return model, report
 
