@@ -90,3 +90,87 @@ def test_schema_rejects_bad_schedules():
         LRScheduleConfig(type="step")
     with pytest.raises(ConfigCheckError, match="increasing"):
         LRScheduleConfig(type="multistep", milestones=[8, 3])
+
+
+def test_flat_cosine_by_epoch_matches_hand_formula():
+    # D-FINE/DEIM's FlatCosineLRScheduler shape: 10 epochs of 20 iterations,
+    # flat until epoch 4, cosine to half the LR at epoch 8, then flat at half.
+    cfg = LRScheduleConfig(type="flat_cosine", flat_until=4, decay_until=8, min_lr_ratio=0.5,
+                           warmup="linear", warmup_iters=10, warmup_ratio=0.1)
+    its = [0, 5, 10, 79, 80, 100, 120, 159, 160, 199]
+    got = lrs(cfg, 200, 20, its, base=0.0004)
+
+    def hand(i):
+        warm = 0.1 + 0.9 * i / 10 if i < 10 else 1.0
+        if i < 80:
+            sched = 1.0
+        elif i < 160:
+            sched = 0.5 + 0.5 * 0.5 * (1 + math.cos(math.pi * (i - 80) / 80))
+        else:
+            sched = 0.5
+        return 0.0004 * warm * sched
+
+    assert got == pytest.approx([hand(i) for i in its], rel=1e-12)
+    assert got[6] == pytest.approx(0.0004 * 0.75)  # iteration 120: half-way through the decay
+    assert got[-1] == pytest.approx(0.0002)
+
+
+def test_flat_cosine_by_iteration_decays_to_the_end():
+    cfg = LRScheduleConfig(type="flat_cosine", by_epoch=False, flat_until=30, warmup="none")
+    got = lrs(cfg, 100, 7, [0, 29, 30, 65, 100], base=1.0)
+    assert got == pytest.approx([1, 1, 1, 0.5, 0], abs=1e-12)
+
+
+def test_flat_cosine_resume_gives_the_same_lr():
+    cfg = LRScheduleConfig(type="flat_cosine", flat_until=2, min_lr_ratio=0.1, warmup_iters=0)
+    p = torch.nn.Parameter(torch.zeros(1))
+    sched = LRSchedule(torch.optim.AdamW([p], lr=0.1), lr_factor_fn(cfg, 50, 10))
+    sched.set_iter(37)
+    sched2 = LRSchedule(torch.optim.AdamW([p], lr=0.1), lr_factor_fn(cfg, 50, 10))
+    sched2.load_state_dict(sched.state_dict())
+    assert sched2.get_last_lr() == sched.get_last_lr()
+    assert sched.get_last_lr()[0] == pytest.approx(0.1 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 17 / 30))))
+
+
+@pytest.mark.parametrize("table, key", [
+    ({"type": "flat_cosine"}, "lr_schedule.flat_until"),
+    ({"type": "flat_cosine", "flat_until": 8, "decay_until": 8}, "lr_schedule.decay_until"),
+    ({"type": "flat_cosine", "flat_until": 12}, "lr_schedule.flat_until"),
+    ({"type": "flat_cosine", "flat_until": 4, "min_lr_ratio": 1.5}, "lr_schedule.min_lr_ratio"),
+    ({"type": "flat_cosine", "flat_until": -1}, "lr_schedule.flat_until"),
+])
+def test_flat_cosine_bad_values_name_the_key(tmp_path, table, key):
+    from detcore.errors import RunFileError
+    from detcore.runfile import load_run
+
+    lines = "\n".join(f"{k} = {v!r}".replace("'", '"') for k, v in table.items())
+    path = tmp_path / "run.toml"
+    path.write_text(f"[train]\nmax_epochs = 12\n\n[lr_schedule]\n{lines}\n", encoding="utf-8")
+    with pytest.raises(RunFileError) as err:
+        load_run(path, data_splits=())
+    assert key in str(err.value)
+    assert str(path) in str(err.value) or path.name in str(err.value)
+
+
+def test_flat_cosine_epoch_point_past_an_iteration_run_is_an_error():
+    cfg = LRScheduleConfig(type="flat_cosine", flat_until=6)
+    with pytest.raises(ValueError, match="flat_until"):
+        lr_factor_fn(cfg, max_iters=100, iters_per_epoch=20)
+
+
+def test_documented_flat_cosine_table_loads(tmp_path):
+    """docs/training.md's flat_cosine [lr_schedule] table, as written, passes
+    the run-file check in a 132-epoch run (DEIM's D-FINE-S length)."""
+    from pathlib import Path
+
+    from detcore.runfile import load_run
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text(encoding="utf-8")
+    block = doc.split('type = "flat_cosine"', 1)[0].rsplit("```toml\n", 1)[1] + 'type = "flat_cosine"'
+    block += doc.split('type = "flat_cosine"', 1)[1].split("```", 1)[0]
+    text = "\n".join(line.strip() for line in block.splitlines())
+    path = tmp_path / "run.toml"
+    model = (Path(__file__).resolve().parents[1] / "configs" / "models" / "retinanet_r50_fpn.toml").as_posix()
+    path.write_text(f'extends = ["{model}"]\n\n[train]\nmax_epochs = 132\n\n' + text, encoding="utf-8")
+    cfg = load_run(path, data_splits=()).cfg.lr_schedule
+    assert (cfg.type, cfg.flat_until, cfg.decay_until, cfg.min_lr_ratio) == ("flat_cosine", 64, 120, 0.5)

@@ -1,10 +1,14 @@
 """Learning-rate schedules: warmup (linear or constant) times a main schedule
-(constant, step, multistep, cosine, poly), as a function of the iteration.
+(constant, step, multistep, cosine, poly, flat_cosine), as a pure function of
+the iteration (so a resumed run gets the same LRs).
 
 All schedules are computed per optimizer step. ``by_epoch`` milestones and
 step sizes are converted to iterations (``epoch * iters_per_epoch``), so an
 epoch-based schedule changes the LR exactly at epoch boundaries. Cosine and
-poly decay smoothly over all ``max_iters`` iterations.
+poly decay smoothly over all ``max_iters`` iterations. ``flat_cosine``
+(DEIM's FlatCosineLRScheduler) keeps the base LR until ``flat_until``
+and then decays it on a half cosine to ``min_lr_ratio`` at ``decay_until``
+(default ``max_iters``), staying there after.
 """
 
 from __future__ import annotations
@@ -27,6 +31,13 @@ def lr_factor_fn(cfg, max_iters: int, iters_per_epoch: int,
     step = (cfg.step_size or 1) * unit
     total = max(int(max_iters), 1)
     floor = cfg.min_lr_ratio
+    flat_end = (cfg.flat_until or 0) * unit
+    decay_end = total if cfg.decay_until is None else cfg.decay_until * unit
+    if cfg.type == "flat_cosine" and flat_end >= decay_end:
+        raise ValueError(
+            f"lr_schedule.flat_until ({cfg.flat_until} {'epochs' if cfg.by_epoch else 'iterations'} = "
+            f"{flat_end} iterations) is not before the end of the decay ({decay_end} iterations); "
+            "make flat_until smaller")
 
     def main(it: int) -> float:
         if cfg.type == "constant":
@@ -35,6 +46,11 @@ def lr_factor_fn(cfg, max_iters: int, iters_per_epoch: int,
             return cfg.gamma ** (it // step)
         if cfg.type == "multistep":
             return cfg.gamma ** sum(it >= m for m in milestones)
+        if cfg.type == "flat_cosine":
+            if it < flat_end:
+                return 1.0
+            progress = min((it - flat_end) / (decay_end - flat_end), 1.0)
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
         progress = min(it / total, 1.0)
         if cfg.type == "cosine":
             return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))

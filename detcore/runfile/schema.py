@@ -92,13 +92,15 @@ class OptimizerConfig:
 
 @attrs.frozen
 class LRScheduleConfig:
-    type: Literal["constant", "step", "multistep", "cosine", "poly"] = attrs.field(default="multistep", metadata=_doc("schedule after warmup"))
-    by_epoch: bool = attrs.field(default=True, metadata=_doc("milestones/step_size count epochs (true) or iterations (false)"))
+    type: Literal["constant", "step", "multistep", "cosine", "poly", "flat_cosine"] = attrs.field(default="multistep", metadata=_doc("schedule after warmup"))
+    by_epoch: bool = attrs.field(default=True, metadata=_doc("milestones/step_size/flat_until/decay_until count epochs (true) or iterations (false)"))
     milestones: list[int] = attrs.field(factory=list, metadata=_doc("multistep: where the LR is multiplied by gamma"))
     step_size: int | None = attrs.field(default=None, validator=positive, metadata=_doc("step: period of the decay"))
     gamma: float = attrs.field(default=0.1, validator=positive, metadata=_doc("step/multistep decay factor"))
     power: float = attrs.field(default=1.0, validator=positive, metadata=_doc("poly: exponent"))
-    min_lr_ratio: float = attrs.field(default=0.0, validator=non_negative, metadata=_doc("cosine/poly: final LR as a fraction of the base LR"))
+    min_lr_ratio: float = attrs.field(default=0.0, validator=non_negative, metadata=_doc("cosine/poly/flat_cosine: final LR as a fraction of the base LR"))
+    flat_until: int | None = attrs.field(default=None, validator=non_negative, metadata=_doc("flat_cosine: the LR stays at its base value until here, then decays"))
+    decay_until: int | None = attrs.field(default=None, validator=positive, metadata=_doc("flat_cosine: the cosine decay ends here and the LR stays at min_lr_ratio after (default: the end of training)"))
     warmup: Literal["linear", "constant", "none"] = attrs.field(default="linear", metadata=_doc("warmup kind"))
     warmup_iters: int = attrs.field(default=0, validator=non_negative, metadata=_doc("warmup length in iterations (0: no warmup)"))
     warmup_ratio: float = attrs.field(default=0.001, validator=positive, metadata=_doc("LR factor at the start of warmup"))
@@ -108,6 +110,18 @@ class LRScheduleConfig:
             raise ConfigCheckError("type = 'step' needs step_size", key="step_size")
         if self.type == "multistep" and sorted(self.milestones) != list(self.milestones):
             raise ConfigCheckError(f"milestones must be increasing, got {self.milestones}", key="milestones")
+        if self.type == "flat_cosine":
+            if self.flat_until is None:
+                raise ConfigCheckError(
+                    "type = 'flat_cosine' needs flat_until: the epoch (iteration with by_epoch = false) "
+                    "where the flat LR ends and the cosine decay starts", key="flat_until")
+            if self.decay_until is not None and self.decay_until <= self.flat_until:
+                raise ConfigCheckError(
+                    f"decay_until ({self.decay_until}) must be after flat_until ({self.flat_until}): "
+                    "the cosine decay runs between them", key="decay_until")
+        if self.min_lr_ratio > 1:
+            raise ConfigCheckError(f"min_lr_ratio must be at most 1 (a fraction of the base LR), got {self.min_lr_ratio}",
+                                   key="min_lr_ratio")
 
 
 @attrs.frozen
@@ -192,6 +206,21 @@ class RunConfig:
     dist: DistConfig = attrs.field(factory=DistConfig, metadata=_doc("distributed settings"))
     metrics: list[dict] = component("metric", "evaluation metrics", many=True)
     hooks: list[dict] = component("runner_hook", "runner hooks for this run", many=True)
+
+    def __attrs_post_init__(self):
+        # flat_cosine's points must lie inside the run when both count the
+        # same unit (an epoch point in an iteration-based run is checked when
+        # the runner knows the loader's length).
+        sched, train = self.lr_schedule, self.train
+        if sched.type == "flat_cosine":
+            end = train.max_epochs if sched.by_epoch else train.max_iters
+            unit = "max_epochs" if sched.by_epoch else "max_iters"
+            for key in ("flat_until", "decay_until"):
+                value = getattr(sched, key)
+                if end is not None and value is not None and value >= end:
+                    raise ConfigCheckError(
+                        f"{key} = {value} is not before the end of training (train.{unit} = {end}); "
+                        f"make it smaller so that the cosine decay happens", key=f"lr_schedule.{key}")
 
     @device.validator
     def _device(self, attribute, value):
