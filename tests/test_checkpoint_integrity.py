@@ -124,7 +124,7 @@ def test_test_predict_and_load_from_refuse_a_bit_flipped_checkpoint(tmp_path):
     assert not (tmp_path / "ft" / "iter_2.pth").exists()
     # predict reads it through the same loader.
     with pytest.raises(CheckpointError, match="checksum mismatch"):
-        from detcore.cli.inference import load_model
+        from detcore.engine.inference import load_model
         from detcore.runfile import load_run
 
         load_model(load_run(run, list(WIDE[1:])), str(corrupt), "cpu")

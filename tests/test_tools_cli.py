@@ -397,9 +397,9 @@ def test_analyze_and_plot_a_real_run(trained):
 def test_export_matches_eager(trained, fmt, suffix):
     import torch
 
-    from detcore.cli.inference import load_model
     from detcore.data.image_io import read_image
     from detcore.engine.export import compare, run_exported
+    from detcore.engine.inference import load_model
     from detcore.runfile import load_run
 
     out = trained / f"model{suffix}"

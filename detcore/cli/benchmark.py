@@ -117,8 +117,9 @@ def bench_training(model, loader, device, *, warmup: int, iters: int, lr: float)
 def run(args) -> int:
     import torch
 
-    from detcore.cli.inference import build_dataset, build_model, load_model, pick_device
+    from detcore.cli.inference import pick_device
     from detcore.data.loader import collate
+    from detcore.engine.inference import build_dataset, build_model, load_model
 
     if args.iters < 1 or args.warmup < 0 or args.train_iters < 0:
         raise UsageError("--iters must be >= 1, --warmup and --train-iters >= 0")

@@ -27,7 +27,7 @@ def run(args) -> int:
 
     import torch
 
-    from detcore.cli.inference import build_dataset
+    from detcore.engine.inference import build_dataset
     from detcore.visualize import draw_detections, image_to_uint8, save_image
 
     loaded = load_from_args(args)

@@ -38,8 +38,8 @@ def _sample_images(loaded, size) -> list:
     test/val images (resized to ``size`` when given), else random ones."""
     import torch
 
-    from detcore.cli.inference import build_dataset
     from detcore.engine.batches import image_to_float
+    from detcore.engine.inference import build_dataset
 
     images = []
     try:
@@ -65,8 +65,8 @@ def _sample_images(loaded, size) -> list:
 def run(args) -> int:
     import torch
 
-    from detcore.cli.inference import cat_ids_of, class_names_of, load_model
     from detcore.engine import export as ex
+    from detcore.engine.inference import cat_ids_of, class_names_of, load_model
 
     if args.format == "onnx":
         ex.require_onnx()  # before the checkpoint is loaded

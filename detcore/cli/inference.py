@@ -1,23 +1,16 @@
-"""What test, predict, benchmark, export and browse-dataset share: the
-``--device`` option, and (from :mod:`detcore.engine.inference`) a model built
-from a run file with a checkpoint's weights, its class names, evaluation
-transforms, and datasets by split."""
+"""The ``--device`` option that test, predict and benchmark share.
+
+Loading a model from a run file and a checkpoint (its class names,
+evaluation transforms, datasets by split) is :mod:`detcore.engine.inference`;
+its names are re-exported here for code that imported them from this module
+before they moved there."""
 
 from __future__ import annotations
 
 import argparse
 
-# The model-loading helpers live in detcore.engine.inference (the Python API
-# uses them too); the CLI tools import them from here.
-from detcore.engine.inference import (
-    build_dataset,
-    build_model,
-    cat_ids_of,
-    class_names_of,
-    eval_pipeline,
-    load_model,
-    split_table,
-)
+from detcore.engine import inference as _engine
+from detcore.engine.inference import *  # noqa: F403 - see the module docstring
 from detcore.errors import RunFileError
 
 
@@ -37,17 +30,7 @@ def pick_device(args, run):
         raise RunFileError(str(exc)) from None
 
 
-__all__ = [
-    "add_device_arg",
-    "build_dataset",
-    "build_model",
-    "cat_ids_of",
-    "class_names_of",
-    "eval_pipeline",
-    "load_model",
-    "pick_device",
-    "split_table",
-]
+__all__ = ["add_device_arg", "pick_device", *_engine.__all__]
 
 
 def __getattr__(name: str):

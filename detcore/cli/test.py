@@ -14,7 +14,8 @@ import json
 import sys
 
 from detcore.cli.config import add_runfile_args, load_from_args
-from detcore.cli.inference import add_device_arg, split_table
+from detcore.cli.inference import add_device_arg
+from detcore.engine.inference import split_table
 from detcore.errors import UsageError
 
 
