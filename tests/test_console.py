@@ -49,7 +49,7 @@ def test_plain_lines_when_stdout_is_not_a_terminal(tmp_path):
     assert re.search(rf"I epoch 2/2 iter 3/4 lr 0\.02 loss {NUMBER} \(.*\) time .* eta \d+:\d\d:\d\d mem ", out)
     # Validation progress, then its metrics: once per validation, never repeated at the end.
     assert len(re.findall(r"I val batch 1/1 eta ", out)) == 2
-    assert out.count("score  0.1000") == 1 and out.count("score  0.2000") == 1
+    assert len(re.findall(r"score +0\.1000", out)) == 1 and len(re.findall(r"score +0\.2000", out)) == 1
     assert "final metrics" not in out and out.count("training done: 4 iterations") == 1
     # The environment: one line here, the whole report in the log file.
     assert len(re.findall(r"^.* I environment: python \S+, torch \S+, torchvision \S+, device cpu", out, re.M)) == 1
@@ -73,7 +73,7 @@ def test_progress_bar_on_a_terminal(tmp_path):
     assert iteration_lines(out.replace("\r\n", "\n")) == []
     assert iteration_lines(log_file(tmp_path / "run")) == [3, 4]
     # Validation results and checkpoints are written above the bar, once each.
-    assert out.count("score  0.1000") == 1 and out.count("score  0.2000") == 1
+    assert len(re.findall(r"score +0\.1000", out)) == 1 and len(re.findall(r"score +0\.2000", out)) == 1
     assert out.count("checkpoint saved:") == 2 and out.count("training done: 4 iterations") == 1
     assert out.count("I environment: python") == 1 and "  torchvision:" not in out
 
