@@ -153,9 +153,14 @@ def test_flat_cosine_bad_values_name_the_key(tmp_path, table, key):
 
 
 def test_flat_cosine_epoch_point_past_an_iteration_run_is_an_error():
-    cfg = LRScheduleConfig(type="flat_cosine", flat_until=6)
-    with pytest.raises(ValueError, match="flat_until"):
-        lr_factor_fn(cfg, max_iters=100, iters_per_epoch=20)
+    from detcore.errors import RunFileError
+
+    # 5 epochs of 20 iterations: epoch 6 is past the end.
+    with pytest.raises(RunFileError, match="lr_schedule.flat_until"):
+        lr_factor_fn(LRScheduleConfig(type="flat_cosine", flat_until=6), max_iters=100, iters_per_epoch=20)
+    with pytest.raises(RunFileError, match="lr_schedule.decay_until"):
+        lr_factor_fn(LRScheduleConfig(type="flat_cosine", flat_until=2, decay_until=5), max_iters=100, iters_per_epoch=20)
+    lr_factor_fn(LRScheduleConfig(type="flat_cosine", flat_until=2, decay_until=4), max_iters=100, iters_per_epoch=20)
 
 
 def test_documented_flat_cosine_table_loads(tmp_path):
@@ -174,3 +179,31 @@ def test_documented_flat_cosine_table_loads(tmp_path):
     path.write_text(f'extends = ["{model}"]\n\n[train]\nmax_epochs = 132\n\n' + text, encoding="utf-8")
     cfg = load_run(path, data_splits=()).cfg.lr_schedule
     assert (cfg.type, cfg.flat_until, cfg.decay_until, cfg.min_lr_ratio) == ("flat_cosine", 64, 120, 0.5)
+
+
+@pytest.mark.slow
+def test_flat_cosine_in_a_run_and_its_exact_resume(tmp_path):
+    """The runner logs the flat_cosine LRs of the hand formula, and a run
+    resumed from the middle of the decay logs the same LRs as the whole run."""
+    from detcore.testing import DetcoreTester, tiny_run
+
+    run = tiny_run(lr_schedule={"type": "flat_cosine", "flat_until": 2, "decay_until": 5, "min_lr_ratio": 0.1,
+                                "warmup": "none"},
+                   train={"max_iters": None, "max_epochs": 6, "log_interval": 1, "val_interval": 1000},
+                   checkpoint={"interval": 3, "keep": 2})
+    whole = DetcoreTester(tmp_path / "a").train(run)  # 4 images, batch 2: 2 iterations per epoch
+    resumed = DetcoreTester(tmp_path / "b").train(run, resume=str(whole.work_dir / "epoch_3.pth"))
+
+    def logged(result):  # the "iter" of a logged row counts steps done: its LR is iteration iter - 1's
+        return {r["iter"] - 1: r["lr"] for r in result.scalars() if r.get("mode") == "train"}
+
+    def hand(i):
+        if i < 4:
+            return 0.001
+        if i < 10:
+            return 0.001 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (i - 4) / 6)))
+        return 0.0001
+
+    lrs_whole = logged(whole)
+    assert lrs_whole == pytest.approx({i: hand(i) for i in range(12)}, rel=1e-9)
+    assert logged(resumed) == {i: lrs_whole[i] for i in range(6, 12)}

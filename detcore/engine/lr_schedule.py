@@ -16,6 +16,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from detcore.errors import RunFileError
+
 __all__ = ["LRSchedule", "lr_factor_fn"]
 
 
@@ -33,11 +35,19 @@ def lr_factor_fn(cfg, max_iters: int, iters_per_epoch: int,
     floor = cfg.min_lr_ratio
     flat_end = (cfg.flat_until or 0) * unit
     decay_end = total if cfg.decay_until is None else cfg.decay_until * unit
-    if cfg.type == "flat_cosine" and flat_end >= decay_end:
-        raise ValueError(
-            f"lr_schedule.flat_until ({cfg.flat_until} {'epochs' if cfg.by_epoch else 'iterations'} = "
-            f"{flat_end} iterations) is not before the end of the decay ({decay_end} iterations); "
-            "make flat_until smaller")
+    if cfg.type == "flat_cosine":
+        # An epoch point in an iteration-based run is only checkable here,
+        # where the loader's length is known.
+        units = "epochs" if cfg.by_epoch else "iterations"
+        if cfg.decay_until is not None and decay_end >= total:
+            raise RunFileError(
+                f"decay_until = {cfg.decay_until} {units} ({decay_end} iterations) is not before the end of "
+                f"training ({total} iterations); make it smaller, or leave it out to decay until the end",
+                key="lr_schedule.decay_until")
+        if flat_end >= decay_end:
+            raise RunFileError(
+                f"flat_until = {cfg.flat_until} {units} ({flat_end} iterations) is not before the end of the "
+                f"decay ({decay_end} iterations); make it smaller", key="lr_schedule.flat_until")
 
     def main(it: int) -> float:
         if cfg.type == "constant":
