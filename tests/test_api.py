@@ -20,54 +20,6 @@ import detcore
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "python.md"
 
-RUN_FILE = """\
-work_dir = "work"
-seed = 0
-device = "cpu"
-
-[model]
-type = "fcos"
-num_classes = 3
-backbone = { type = "tiny", width = 16 }
-neck = { type = "fpn", out_channels = 64, extra = "p6p7" }
-head = { type = "fcos_head", num_convs = 1 }
-min_size = 64
-max_size = 64
-
-[data]
-batch_size = 4
-workers = 0
-
-[data.train]
-type = "coco"
-ann_file = "shapes/train.json"
-img_dir = "shapes/train"
-
-[data.val]
-type = "coco"
-ann_file = "shapes/val.json"
-img_dir = "shapes/val"
-
-[optimizer]
-type = "sgd"
-lr = 0.01
-
-[lr_schedule]
-type = "constant"
-
-[train]
-max_iters = 8
-log_interval = 4
-val_interval = 8
-
-[checkpoint]
-interval = 8
-save_best = "bbox_mAP"
-
-[[metrics]]
-type = "coco"
-"""
-
 
 def _env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
@@ -100,14 +52,18 @@ def test_the_run_file_a_checkpoint_carries_builds_the_same_model(config):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, shapes_run):
     """Shapes data, a run file and ``detcore.train`` run in this process."""
     pytest.importorskip("detcore_coco", reason="uses the coco dataset and metric of detcore-coco")
     from detcore_coco.shapes import make_shapes
 
     root = tmp_path_factory.mktemp("api")
     make_shapes(str(root / "shapes"), train=16, val=6, size=64, seed=0)
-    (root / "run.toml").write_text(RUN_FILE)
+    (root / "run.toml").write_text(shapes_run(
+        data={"batch_size": 4}, optimizer={"lr": 0.01},
+        train={"max_iters": 8, "log_interval": 4, "val_interval": 8},
+        checkpoint={"interval": 8, "keep": 3, "save_best": "bbox_mAP"},
+    ))
     cwd = os.getcwd()
     os.chdir(root)  # the run file's paths are relative to where detcore runs
     try:

@@ -16,49 +16,6 @@ pytestmark = pytest.mark.slow
 
 pytest.importorskip("detcore_coco", reason="uses the coco dataset and metric of detcore-coco")
 
-RUN_FILE = """\
-work_dir = "work"
-seed = 0
-device = "cpu"
-
-[model]
-type = "fcos"
-num_classes = 3
-backbone = { type = "tiny", width = 8 }
-neck = { type = "fpn", out_channels = 32, extra = "p6p7" }
-head = { type = "fcos_head", num_convs = 1 }
-min_size = 64
-max_size = 64
-
-[data]
-batch_size = 2
-workers = 0
-
-[data.train]
-type = "coco"
-ann_file = "shapes/train.json"
-img_dir = "shapes/train"
-
-[data.val]
-type = "coco"
-ann_file = "shapes/val.json"
-img_dir = "shapes/val"
-
-[optimizer]
-type = "sgd"
-lr = 0.001
-
-[train]
-max_iters = 2
-val_interval = 2
-
-[checkpoint]
-interval = 2
-
-[[metrics]]
-type = "coco"
-"""
-
 
 def detcore(*args, cwd) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
@@ -66,10 +23,13 @@ def detcore(*args, cwd) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
-def test_fcos_32_channels_validates_on_an_odd_split_over_two_ranks_and_predicts_one_image(tmp_path):
+def test_fcos_32_channels_validates_on_an_odd_split_over_two_ranks_and_predicts_one_image(tmp_path, shapes_run):
     r = detcore("coco", "make-shapes", "shapes", "--train", 4, "--val", 17, "--size", 64, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    (tmp_path / "run.toml").write_text(RUN_FILE)
+    (tmp_path / "run.toml").write_text(shapes_run(
+        model={"backbone": {"width": 8}, "neck": {"out_channels": 32}},
+        train={"max_iters": 2, "val_interval": 2}, checkpoint={"interval": 2},
+    ))
     # 17 val images on 2 ranks, 2 per batch: one rank ends on a batch of one
     r = detcore("train", "run.toml", "--nproc", 2, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

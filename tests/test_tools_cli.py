@@ -21,57 +21,14 @@ pytest.importorskip("detcore_coco", reason="these tests use the coco dataset and
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "tools.md"
 
-RUN_FILE = """\
-work_dir = "work"
-seed = 0
-device = "cpu"
-
-[model]
-type = "fcos"
-num_classes = 3
-backbone = { type = "tiny", width = 16 }
-neck = { type = "fpn", out_channels = 64, extra = "p6p7" }
-head = { type = "fcos_head", num_convs = 1 }
-min_size = 64
-max_size = 64
-
-[data]
-batch_size = 8
-workers = 0
-
-[data.train]
-type = "coco"
-ann_file = "shapes/train.json"
-img_dir = "shapes/train"
-transforms = [{ type = "random_horizontal_flip", p = 0.5 }]
-
-[data.val]
-type = "coco"
-ann_file = "shapes/val.json"
-img_dir = "shapes/val"
-
-[optimizer]
-type = "sgd"
-lr = 0.005
-
-[lr_schedule]
-type = "constant"
-warmup_iters = 10
-
-[train]
-max_iters = 80
-val_interval = 80
-log_interval = 10
-grad_clip = 10.0
-
-[checkpoint]
-interval = 80
-keep = 1
-save_best = "bbox_mAP"
-
-[[metrics]]
-type = "coco"
-"""
+# The tools' model: shapes_run's (tests/conftest.py), 80 iterations on 48 images.
+TRAIN = {
+    "data": {"batch_size": 8, "train": {"transforms": [{"type": "random_horizontal_flip", "p": 0.5}]}},
+    "optimizer": {"lr": 0.005},
+    "lr_schedule": {"warmup_iters": 10},
+    "train": {"max_iters": 80, "val_interval": 80, "log_interval": 10, "grad_clip": 10.0},
+    "checkpoint": {"interval": 80, "keep": 1, "save_best": "bbox_mAP"},
+}
 
 
 def env() -> dict:
@@ -91,12 +48,12 @@ def detcore(*args, cwd, check=True, timeout=300) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, shapes_run):
     """A work dir with shapes data (48 train / 16 val images of 64 px), the
     run file and the checkpoint of an 80-iteration training run."""
     root = tmp_path_factory.mktemp("tools")
     detcore("coco", "make-shapes", "shapes", "--train", 48, "--val", 16, "--size", 64, cwd=root)
-    (root / "run.toml").write_text(RUN_FILE)
+    (root / "run.toml").write_text(shapes_run(TRAIN))
     detcore("train", "run.toml", cwd=root)
     ckpt = root / "work" / "iter_80.pth"
     assert ckpt.is_file()
@@ -177,11 +134,11 @@ def test_test_prints_table_dumps_coco_results_and_draws(trained):
         assert fmt == "JPEG" and w == 2 * img["width"] + 4 and img["height"] + 8 <= h <= img["height"] + 30
 
 
-def test_test_without_metric_summary_or_dump_prints_a_table_and_writes_detcore_json(trained):
+def test_test_without_metric_summary_or_dump_prints_a_table_and_writes_detcore_json(trained, shapes_run):
     """A metric without ``summary``/``dump`` (the example plugin's
     box_recall): a name/value table, and ``--out`` in detcore's own JSON."""
     pytest.importorskip("detcore_example")
-    run = RUN_FILE.replace('[[metrics]]\ntype = "coco"', '[[metrics]]\ntype = "box_recall"')
+    run = shapes_run(TRAIN, metrics=[{"type": "box_recall"}])
     (trained / "recall.toml").write_text(run)
     r = detcore("test", "recall.toml", "--checkpoint", "work/iter_80.pth", "--out", "generic.json", cwd=trained)
     assert "Average Precision" not in r.stdout
@@ -439,13 +396,13 @@ def test_export_matches_eager(trained, fmt, suffix):
         assert r.returncode != 0 and "torchvision::" in r.stderr, r.stderr[-2000:]
 
 
-def test_onnx_export_without_onnx_says_what_to_install(tmp_path):
+def test_onnx_export_without_onnx_says_what_to_install(tmp_path, shapes_run):
     # An importable "onnx" that fails like an uninstalled package does.
     (tmp_path / "shadow").mkdir()
     (tmp_path / "shadow" / "onnx.py").write_text(
         "raise ModuleNotFoundError(\"No module named 'onnx'\", name='onnx')\n"
     )
-    (tmp_path / "run.toml").write_text(RUN_FILE)
+    (tmp_path / "run.toml").write_text(shapes_run(TRAIN))
     r = subprocess.run(
         [sys.executable, "-m", "detcore", "export", "run.toml", "--checkpoint", "missing.pth",
          "--format", "onnx", "--out", "m.onnx"],
@@ -463,17 +420,23 @@ def test_onnx_export_without_onnx_says_what_to_install(tmp_path):
 # ----------------------------------------------------------------------
 
 
-def test_mask_model_segm_results_and_predicted_masks(trained):
+def test_mask_model_segm_results_and_predicted_masks(trained, shapes_run):
     from pycocotools import mask as mask_util
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    run = RUN_FILE.replace('type = "fcos"', 'type = "mask_rcnn"').replace(
-        'head = { type = "fcos_head", num_convs = 1 }', "detections_per_img = 10\nscore_thresh = 0.0"
-    ).replace('extra = "p6p7"', 'extra = "maxpool"').replace('work_dir = "work"', 'work_dir = "work_mask"')
-    run = run.replace('img_dir = "shapes/val"', 'img_dir = "shapes/val"\nwith_masks = true')
-    run = run.replace('img_dir = "shapes/train"', 'img_dir = "shapes/train"\nwith_masks = true')
-    run = run.replace("[[metrics]]\ntype = \"coco\"", '[[metrics]]\ntype = "coco"\niou_types = ["bbox", "segm"]')
+    run = shapes_run(
+        TRAIN,
+        work_dir="work_mask",
+        model={  # another type: replaces the whole [model] table
+            "type": "mask_rcnn", "num_classes": 3, "min_size": 64, "max_size": 64,
+            "backbone": {"type": "tiny", "width": 16},
+            "neck": {"type": "fpn", "out_channels": 64, "extra": "maxpool"},
+            "detections_per_img": 10, "score_thresh": 0.0,
+        },
+        data={"train": {"with_masks": True}, "val": {"with_masks": True}},
+        metrics=[{"type": "coco", "iou_types": ["bbox", "segm"]}],
+    )
     (trained / "mask.toml").write_text(run)
     detcore("train", "mask.toml", "--set", "train.max_iters=2", "--set", "train.val_interval=1000",
             "--set", "checkpoint.interval=2", "--no-validate", cwd=trained)
@@ -498,11 +461,11 @@ def test_mask_model_segm_results_and_predicted_masks(trained):
         assert m.shape == (entry["height"], entry["width"])
 
 
-def test_test_rejects_show_score_thr_outside_0_1(tmp_path, capsys):
+def test_test_rejects_show_score_thr_outside_0_1(tmp_path, capsys, shapes_run):
     """Checked before the run file is read: exit 2 with a clear message."""
     from detcore.cli.main import main
 
-    (tmp_path / "run.toml").write_text(RUN_FILE)
+    (tmp_path / "run.toml").write_text(shapes_run(TRAIN))
     code = main(["test", str(tmp_path / "run.toml"), "--checkpoint", str(tmp_path / "none.pth"),
                  "--show-dir", str(tmp_path / "show"), "--show-score-thr", "1.5"])
     assert code == 2
