@@ -119,13 +119,17 @@ RTDETR_V2_PRESETS = {
     ),
 }
 
+# D-FINE is built on RT-DETR: the same class-dependent layers.
+_RTDETR_CLASS_LAYERS = (
+    "model.denoising_class_embed.", "model.enc_score_head.", "model.decoder.class_embed.", "class_embed.",
+)
+
 _DETR_LOSSES = {"loss_ce": None, "loss_bbox": "bbox_loss_coefficient", "loss_giou": "giou_loss_coefficient"}
 
 FAMILIES = {
     "dfine": Family(
         "DFineForObjectDetection", "DFineConfig", DFINE_PRESETS, "s",
-        class_layers=("model.denoising_class_embed.", "model.enc_score_head.", "model.decoder.class_embed.",
-                      "class_embed."),
+        class_layers=_RTDETR_CLASS_LAYERS,
         sigmoid=True, pixel_mask=False,
         hub_ids={"n": "ustc-community/dfine-nano-coco", "s": "ustc-community/dfine-small-coco",
                  "m": "ustc-community/dfine-medium-coco", "l": "ustc-community/dfine-large-coco",
@@ -133,8 +137,7 @@ FAMILIES = {
     ),
     "rtdetr_v2": Family(
         "RTDetrV2ForObjectDetection", "RTDetrV2Config", RTDETR_V2_PRESETS, "r18",
-        class_layers=("model.denoising_class_embed.", "model.enc_score_head.", "model.decoder.class_embed.",
-                      "class_embed."),
+        class_layers=_RTDETR_CLASS_LAYERS,
         sigmoid=True, pixel_mask=False,
         hub_ids={"r18": "PekingU/rtdetr_v2_r18vd", "r34": "PekingU/rtdetr_v2_r34vd",
                  "r50_m": "PekingU/rtdetr_v2_r50vd_m", "r50": "PekingU/rtdetr_v2_r50vd",
