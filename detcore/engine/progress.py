@@ -164,7 +164,9 @@ class Progress:
                 return
             self._bar.update(1)
             now = time.perf_counter()
-            first = runner.iter == self._iter0 + 1
+            # Every epoch's bar gets its numbers at its first step, whatever
+            # the time since the previous bar was refreshed.
+            first = self._bar.n == 1
             if first or now - self._last_refresh >= _BAR_REFRESH_S:
                 self._last_refresh = now
                 self._bar.set_postfix_str(
