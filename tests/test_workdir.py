@@ -320,7 +320,10 @@ def test_training_md_work_dir_commands_run_as_written(tmp_path):
     first, _ = doc_block("## A first run")
     demo, end = doc_block("<!-- workdir-demo -->")
     expected, _ = doc_block("<!-- output -->", end)
-    e = {**env(), "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    # The docs' commands call `detcore`: the one installed next to this python
+    # (CI runs .venv/bin/python without activating the venv).
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    e = {**env(), "PYTHONPATH": os.environ.get("PYTHONPATH", ""), "PATH": path}
     proc = subprocess.run(["bash", "-c", first], cwd=tmp_path, env=e, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
     proc = subprocess.run(["bash", "-c", demo], cwd=tmp_path, env=e, capture_output=True, text=True, timeout=900)
