@@ -61,7 +61,10 @@ __all__ = [
     "StopAt",
     "TrainResult",
     "detcore_tester",
+    "read_scalars",
+    "run_detcore",
     "tiny_run",
+    "write_runfile",
 ]
 
 
@@ -157,13 +160,10 @@ class TrainResult:
             raise AssertionError(f"hook {hook_name} was never called{who}; called: {', '.join(called)}")
         return count
 
-    def scalars(self) -> list[dict]:
-        """The lines of the run's ``scalars.jsonl`` (``[]`` before it is written)."""
-        from detcore.cli.analyze import read_scalars
-
-        if not (self.work_dir / "scalars.jsonl").is_file():
-            return []
-        return read_scalars(self.work_dir)
+    def scalars(self, mode: str | None = None) -> list[dict]:
+        """The lines of the run's ``scalars.jsonl`` (``[]`` before it is
+        written), only ``mode``'s if given (:func:`read_scalars`)."""
+        return read_scalars(self.work_dir, mode)
 
 
 class DetcoreTester:
@@ -209,13 +209,8 @@ class DetcoreTester:
 
     def write_runfile(self, data: Mapping[str, Any] | str, name: str = "run.toml") -> Path:
         """Write ``data`` (a dict, or TOML text) as ``name`` in the scratch
-        directory and return its path."""
-        from detcore.runfile.toml_writer import dumps
-
-        path = self.path / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(data if isinstance(data, str) else dumps(dict(data)), encoding="utf-8")
-        return path
+        directory and return its path (:func:`write_runfile`)."""
+        return write_runfile(self.path / name, data)
 
     def load(self, data: Mapping[str, Any] | str | os.PathLike, overrides: Iterable[str] = ()):
         """Validate a run file (a dict, or a path) against the registered
@@ -321,16 +316,103 @@ class DetcoreTester:
             os.chdir(cwd)
         return CliResult(ret, out.getvalue(), err.getvalue())
 
-    def cli(self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    def cli(
+        self,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 300,
+        plugin_paths: Sequence[str | os.PathLike] = (),
+        terminal: bool = False,
+    ) -> subprocess.CompletedProcess:
         """Run the real ``detcore`` command (of this Python environment) in
-        the scratch directory. Plugins registered in-process are not seen by
-        it: use ``-p MODULE`` or install the distribution."""
-        exe = Path(sys.executable).with_name("detcore")
-        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "detcore"]
-        full_env = {**os.environ, **(env or {})}
-        return subprocess.run(
-            [*cmd, *map(str, args)], cwd=self.path, env=full_env, capture_output=True, text=True, timeout=timeout
+        the scratch directory: :func:`run_detcore` with ``cwd`` set. Plugins
+        registered in-process are not seen by it: use ``-p MODULE`` (with
+        ``plugin_paths``) or install the distribution."""
+        return run_detcore(
+            *args, cwd=self.path, env=env, timeout=timeout, plugin_paths=plugin_paths, terminal=terminal
         )
+
+
+def write_runfile(path: str | os.PathLike, data: Mapping[str, Any] | str) -> Path:
+    """Write ``data`` (a run-file dict, e.g. from :func:`tiny_run`, or TOML
+    text) to ``path`` as a run file (parent folders made); return the path."""
+    from detcore.runfile.toml_writer import dumps
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(data if isinstance(data, str) else dumps(dict(data)), encoding="utf-8")
+    return path
+
+
+def read_scalars(work_dir: str | os.PathLike, mode: str | None = None) -> list[dict]:
+    """The records of ``WORK_DIR/scalars.jsonl`` in order (``[]`` before it
+    is written), only those whose ``mode`` is ``mode`` (``"train"``,
+    ``"val"``) if given."""
+    from detcore.cli.analyze import read_scalars as read
+
+    if not (Path(work_dir) / "scalars.jsonl").is_file():
+        return []
+    return [r for r in read(work_dir) if mode is None or r.get("mode") == mode]
+
+
+def run_detcore(
+    *args: str | os.PathLike,
+    cwd: str | os.PathLike | None = None,
+    plugin_paths: Sequence[str | os.PathLike] = (),
+    env: Mapping[str, str] | None = None,
+    timeout: float = 300,
+    terminal: bool = False,
+) -> subprocess.CompletedProcess:
+    """Run the real ``detcore ARGS`` of this Python environment in a
+    subprocess, output captured as text; the exit status is ``returncode``.
+
+    ``plugin_paths`` go first on the child's ``PYTHONPATH`` (for ``-p
+    MODULE`` plugins that are not installed); ``env`` is added to this
+    process's environment. Torch is pinned to one thread
+    (``OMP_NUM_THREADS=1``) unless ``env`` says otherwise: several torch
+    processes on few cores otherwise run many times slower. With
+    ``terminal=True`` stdout and stderr are one pseudo-terminal (what a user
+    at a console sees: progress bars, colours), returned as ``stdout``."""
+    exe = Path(sys.executable).with_name("detcore")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "detcore"]
+    cmd += [str(a) for a in args]
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **(env or {})}
+    if plugin_paths:
+        paths = [str(p) for p in plugin_paths] + [full_env.get("PYTHONPATH", "")]
+        full_env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    if not terminal:
+        return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    return _run_on_terminal(cmd, cwd, full_env, timeout)
+
+
+def _run_on_terminal(cmd: list[str], cwd, env: dict, timeout: float) -> subprocess.CompletedProcess:
+    import pty
+    import select
+    import time
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, cwd=cwd, env=env)
+    os.close(slave)
+    chunks, deadline = [], time.monotonic() + timeout
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                proc.kill()
+                raise subprocess.TimeoutExpired(cmd, timeout, output=b"".join(chunks))
+            if not select.select([master], [], [], min(left, 1.0))[0]:
+                continue
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        os.close(master)
+    returncode = proc.wait(timeout=max(deadline - time.monotonic(), 1.0))
+    return subprocess.CompletedProcess(cmd, returncode, b"".join(chunks).decode(errors="replace"), "")
 
 
 def _toml_str(value: Any) -> str:
