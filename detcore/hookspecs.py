@@ -50,7 +50,10 @@ plugin authors:
 ``optimizer``, ``lr_scheduler``
     the optimizer and the LR schedule (``lr_scheduler.get_last_lr()``).
 ``cfg``
-    the resolved run file (:class:`detcore.runfile.schema.RunConfig`).
+    the resolved run file, read-only: one attribute per table and key, as
+    docs/runfile.md lists them (``cfg.train.max_iters``,
+    ``cfg.data.batch_size``, ``cfg.checkpoint.interval``); components'
+    tables are dicts (``cfg.model["type"]``).
 ``work_dir``
     ``pathlib.Path`` of the run's work directory.
 ``epoch``, ``iter``
