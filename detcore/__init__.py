@@ -64,6 +64,8 @@ PUBLIC: dict[str, str] = {
     "ground_truth_and_predictions": "detcore.visualize",
     "save_image": "detcore.visualize",
     "class_color": "detcore.visualize",
+    # Predictions as COCO results records (a metric's dump, Prediction.to_coco).
+    "coco_results": "detcore.predictions",
     # The Python API (docs/python.md); torch is imported on first use.
     "Detector": "detcore.detector",
     "Prediction": "detcore.predictions",

@@ -2,9 +2,9 @@
 
 :class:`Prediction` is what :meth:`detcore.Detector.predict` returns per
 image. Its :meth:`~Prediction.to_dict` is exactly an image entry of ``detcore
-predict``'s ``predictions.json`` and :meth:`~Prediction.to_coco` the records
-of ``detcore test --out`` (COCO results format): the CLI writes both through
-the functions of this module.
+predict``'s ``predictions.json``; :meth:`~Prediction.to_coco` gives COCO
+results records through :func:`coco_results`, the one COCO results writer
+(the ``coco`` metric's ``detcore test --out`` dump uses it too).
 """
 
 from __future__ import annotations
@@ -18,18 +18,46 @@ import attrs
 __all__ = ["Prediction", "coco_results", "detections_json", "mask_rle"]
 
 
+def _numpy(x):
+    """A tensor (any device, half precision too) or array as a numpy array."""
+    import numpy as np
+
+    if hasattr(x, "detach"):
+        x = x.detach().cpu()
+        return (x.float() if x.is_floating_point() else x).numpy()
+    return np.asarray(x)
+
+
+def _binary(masks):
+    """Masks ``[N, 1, H, W]`` or ``[N, H, W]`` (probabilities, or 0/1 / bool)
+    as uint8 0/1 ``[N, H, W]``: probabilities are cut at 0.5."""
+    import numpy as np
+
+    m = _numpy(masks)
+    m = m[:, 0] if m.ndim == 4 else m
+    return (m > 0.5 if np.issubdtype(m.dtype, np.floating) else m != 0).astype(np.uint8)
+
+
+def _rles(masks) -> list[dict]:
+    """COCO RLEs (``counts`` as text) of masks ``[N, (1,) H, W]``."""
+    import numpy as np
+    from pycocotools import mask as mask_utils
+
+    rles = mask_utils.encode(np.asfortranarray(_binary(masks).transpose(1, 2, 0)))
+    for rle in rles:
+        rle["counts"] = rle["counts"].decode("ascii")
+    return rles
+
+
 def mask_rle(mask) -> dict | None:
     """One mask (``[1, H, W]`` or ``[H, W]``, probabilities or 0/1) as COCO
     RLE with ``counts`` as text; ``None`` without pycocotools."""
     try:
-        import numpy as np
-        from pycocotools import mask as mask_utils
+        import pycocotools  # noqa: F401
     except ImportError:
         return None
-    m = mask[0] if mask.ndim == 3 else mask
-    m = (m.float() > 0.5).cpu().numpy().astype(np.uint8)
-    rle = mask_utils.encode(np.asfortranarray(m))
-    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
+    (rle,) = _rles(mask.reshape(1, *mask.shape[-2:]))
+    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"]}
 
 
 def detections_json(det: dict, class_names: Sequence[str]) -> list[dict]:
@@ -52,31 +80,34 @@ def detections_json(det: dict, class_names: Sequence[str]) -> list[dict]:
     return out
 
 
-def coco_results(predictions: list[dict], cat_ids: Sequence[int] | None) -> tuple[list[dict], list[dict]]:
-    """``(bbox records, segm records)`` in COCO results format (what
-    ``COCO.loadRes`` reads) for predictions ``{"image_id", "boxes", "scores",
-    "labels"(, "masks")}``. ``category_id`` is ``cat_ids[label]``, or the
-    0-based label when there are no category ids."""
-    bbox, segm = [], []
+def coco_results(predictions: Sequence[dict], cat_ids: Sequence[int] | None = None, iou_type: str = "bbox") -> list[dict]:
+    """Records in COCO results format (what ``COCO.loadRes`` reads) for
+    per-image predictions ``{"image_id", "boxes", "scores", "labels"(,
+    "masks")}`` (tensors or arrays; boxes xyxy in original pixels, 0-based
+    labels): ``bbox`` as ``[x, y, w, h]`` for ``iou_type="bbox"``, a
+    ``segmentation`` RLE per detection for ``"segm"`` (predictions without
+    masks give none). ``category_id`` is ``cat_ids[label]``, or the 0-based
+    label when ``cat_ids`` is ``None``. Scores and boxes keep float64
+    precision. Checking the predictions against a dataset is the metric's
+    job (the ``coco`` metric of detcore-coco names what does not fit)."""
+    if iou_type not in ("bbox", "segm"):
+        raise ValueError(f"iou_type must be 'bbox' or 'segm', not {iou_type!r}")
+    out: list[dict] = []
     for pred in predictions:
         image_id = int(pred["image_id"])
-        boxes = pred["boxes"].double().tolist()
-        scores = pred["scores"].double().tolist()
-        labels = pred["labels"].tolist()
+        scores = _numpy(pred["scores"]).astype("float64").reshape(-1).tolist()
+        if not scores:
+            continue
+        labels = _numpy(pred["labels"]).astype("int64").reshape(-1).tolist()
         cats = [int(cat_ids[lab]) if cat_ids is not None else int(lab) for lab in labels]
-        for (x1, y1, x2, y2), s, c in zip(boxes, scores, cats):
-            bbox.append({"image_id": image_id, "category_id": c, "bbox": [x1, y1, x2 - x1, y2 - y1], "score": s})
-        if pred.get("masks") is not None and len(labels):
-            import numpy as np
-            from pycocotools import mask as mask_util
-
-            masks = pred["masks"]
-            masks = (masks[:, 0] if masks.ndim == 4 else masks).float().gt(0.5).numpy().astype(np.uint8)
-            rles = mask_util.encode(np.asfortranarray(masks.transpose(1, 2, 0)))
-            for rle, s, c in zip(rles, scores, cats):
-                rle["counts"] = rle["counts"].decode("ascii")
-                segm.append({"image_id": image_id, "category_id": c, "segmentation": rle, "score": s})
-    return bbox, segm
+        if iou_type == "bbox":
+            boxes = _numpy(pred["boxes"]).astype("float64").reshape(-1, 4).tolist()
+            for (x1, y1, x2, y2), s, c in zip(boxes, scores, cats):
+                out.append({"image_id": image_id, "category_id": c, "bbox": [x1, y1, x2 - x1, y2 - y1], "score": s})
+        elif pred.get("masks") is not None:
+            for rle, s, c in zip(_rles(pred["masks"]), scores, cats):
+                out.append({"image_id": image_id, "category_id": c, "segmentation": rle, "score": s})
+    return out
 
 
 @attrs.frozen(eq=False)
@@ -144,10 +175,9 @@ class Prediction:
         ``category_id`` is ``cat_ids[label]`` (default: the checkpoint's
         category ids, else the 0-based label)."""
         ids = cat_ids if cat_ids is not None else self.cat_ids
-        bbox, segm = coco_results([{"image_id": image_id, **self._det()}], ids)
-        if not segm:
-            return bbox
-        for b, s in zip(bbox, segm):
+        det = [{"image_id": image_id, **self._det()}]
+        bbox = coco_results(det, ids, "bbox")
+        for b, s in zip(bbox, coco_results(det, ids, "segm") if self.masks is not None else ()):
             b["segmentation"] = s["segmentation"]
         return bbox
 

@@ -305,3 +305,44 @@ def test_no_detections_give_pycocotools_numbers_minus_one_without_ground_truth(s
         ev.summarize()
     assert [ours[k] for k in stat_keys("bbox")] == [float(v) for v in ev.stats]
     assert -1.0 in ev.stats and 0.0 in ev.stats  # 64 px shapes: small objects only
+
+
+def test_coco_results_is_one_writer_for_tensors_arrays_and_masks():
+    """``detcore.coco_results`` writes the records of the coco metric's dump
+    and of ``Prediction.to_coco``: the same records from tensors, numpy arrays
+    and half precision; masks as probabilities or 0/1 give one RLE that
+    pycocotools decodes back to the mask."""
+    import numpy as np
+    import torch
+    from pycocotools import mask as mask_util
+
+    from detcore import coco_results
+
+    mask = torch.zeros(2, 1, 6, 8)
+    mask[0, 0, 1:4, 2:6] = 0.9
+    mask[1, 0, 3:5, 0:3] = 0.7
+    pred = {
+        "image_id": 7,
+        "boxes": torch.tensor([[2.0, 1.0, 6.0, 4.0], [0.0, 3.0, 3.0, 5.0]]),
+        "scores": torch.tensor([0.75, 0.5]),
+        "labels": torch.tensor([1, 0]),
+        "masks": mask,
+    }
+    as_numpy = {k: v.numpy() if hasattr(v, "numpy") else v for k, v in pred.items()}
+    as_half = {**pred, "boxes": pred["boxes"].half(), "scores": pred["scores"].half()}
+    bbox = coco_results([pred], [10, 20])
+    assert bbox == [
+        {"image_id": 7, "category_id": 20, "bbox": [2.0, 1.0, 4.0, 3.0], "score": 0.75},
+        {"image_id": 7, "category_id": 10, "bbox": [0.0, 3.0, 3.0, 2.0], "score": 0.5},
+    ]
+    assert coco_results([as_numpy], [10, 20]) == bbox == coco_results([as_half], [10, 20])
+    assert coco_results([pred])[0]["category_id"] == 1  # no cat_ids: the 0-based label
+
+    segm = coco_results([pred], [10, 20], "segm")
+    assert segm == coco_results([{**pred, "masks": mask > 0.5}], [10, 20], "segm")
+    for rec, m in zip(segm, mask[:, 0] > 0.5):
+        decoded = mask_util.decode({**rec["segmentation"], "counts": rec["segmentation"]["counts"].encode()})
+        assert np.array_equal(decoded, m.numpy().astype(np.uint8))
+    assert coco_results([{**pred, "masks": None}], None, "segm") == []
+    with pytest.raises(ValueError, match="iou_type must be"):
+        coco_results([pred], None, "keypoints")

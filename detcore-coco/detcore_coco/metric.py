@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from detcore import coco_results
 from detcore.errors import DetcoreError
 from detcore_coco.stats import STAT_NAMES, stat_keys  # noqa: F401 - STAT_NAMES re-exported
 
@@ -50,69 +51,45 @@ def resolve_backend(backend: str) -> str:
     return backend
 
 
-def _numpy(x) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu()
-        if str(x.dtype).startswith("torch.bfloat16") or str(x.dtype) == "torch.float16":
-            x = x.float()
-        return x.numpy()
-    return np.asarray(x)
-
-
 def to_coco_results(predictions: list[dict], cat_ids: list[int], iou_type: str, images: dict | None = None) -> list[dict]:
     """COCO results records (``loadRes`` input) from per-image predictions
-    (xyxy boxes in original pixels, 0-based labels; masks for ``segm``).
-    ``images`` (the ground truth's ``coco.imgs``) lets it name predictions
-    for unknown images and masks of the wrong size."""
-    from pycocotools import mask as mask_util
-
-    out: list[dict] = []
-    cat_ids = np.asarray(cat_ids)
+    (xyxy boxes in original pixels, 0-based labels; masks for ``segm``),
+    written by :func:`detcore.coco_results` once each prediction is checked
+    against the dataset: ``images`` (the ground truth's ``coco.imgs``) lets it
+    name predictions for unknown images and masks of the wrong size."""
     for pred in predictions:
-        image_id = int(pred["image_id"])
-        if images is not None and image_id not in images:
+        _check_prediction(pred, len(cat_ids), iou_type, images)
+    return coco_results(predictions, cat_ids, iou_type)
+
+
+def _check_prediction(pred: dict, num_classes: int, iou_type: str, images: dict | None) -> None:
+    image_id = int(pred["image_id"])
+    if images is not None and image_id not in images:
+        raise DetcoreError(
+            f"coco metric: a prediction is for image_id {image_id}, which is not in the "
+            f"dataset's annotation file; predictions must come from the dataset evaluated"
+        )
+    labels = pred["labels"]
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise DetcoreError(
+            f"coco metric: image {image_id} has a predicted label {int(labels.max())} but the "
+            f"dataset has {num_classes} classes; the model's num_classes does not match the data"
+        )
+    if iou_type != "segm" or not len(labels):
+        return
+    if "masks" not in pred:
+        raise DetcoreError(
+            "coco metric: iou_types includes 'segm' but the predictions carry no masks; "
+            "use a detector that predicts masks (mask_rcnn) or iou_types = [\"bbox\"]"
+        )
+    if images is not None:
+        shape = tuple(pred["masks"].shape[-2:])
+        size = (images[image_id]["height"], images[image_id]["width"])
+        if shape != size:
             raise DetcoreError(
-                f"coco metric: a prediction is for image_id {image_id}, which is not in the "
-                f"dataset's annotation file; predictions must come from the dataset evaluated"
+                f"coco metric: masks of image {image_id} are {shape[1]}x{shape[0]} "
+                f"but the image is {size[1]}x{size[0]}; masks must be in original image pixels"
             )
-        scores = _numpy(pred["scores"]).astype(np.float64).reshape(-1)
-        if scores.size == 0:
-            continue
-        labels = _numpy(pred["labels"]).astype(np.int64).reshape(-1)
-        if labels.min() < 0 or labels.max() >= len(cat_ids):
-            raise DetcoreError(
-                f"coco metric: image {image_id} has a predicted label {int(labels.max())} but the "
-                f"dataset has {len(cat_ids)} classes; the model's num_classes does not match the data"
-            )
-        cats = cat_ids[labels]
-        if iou_type == "bbox":
-            boxes = _numpy(pred["boxes"]).astype(np.float64).reshape(-1, 4)
-            xywh = np.stack([boxes[:, 0], boxes[:, 1], boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], 1)
-            for b, s, c in zip(xywh.tolist(), scores.tolist(), cats.tolist()):
-                out.append({"image_id": image_id, "category_id": int(c), "bbox": b, "score": s})
-        else:
-            if "masks" not in pred:
-                raise DetcoreError(
-                    "coco metric: iou_types includes 'segm' but the predictions carry no masks; "
-                    "use a detector that predicts masks (mask_rcnn) or iou_types = [\"bbox\"]"
-                )
-            masks = _numpy(pred["masks"])
-            if masks.ndim == 4:
-                masks = masks[:, 0]
-            if images is not None:
-                size = (images[image_id]["height"], images[image_id]["width"])
-                if tuple(masks.shape[-2:]) != size:
-                    raise DetcoreError(
-                        f"coco metric: masks of image {image_id} are {masks.shape[-1]}x{masks.shape[-2]} "
-                        f"but the image is {size[1]}x{size[0]}; masks must be in original image pixels"
-                    )
-            if masks.dtype != np.uint8 and masks.dtype != np.bool_:
-                masks = masks > 0.5
-            rles = mask_util.encode(np.asfortranarray(masks.astype(np.uint8).transpose(1, 2, 0)))
-            for rle, s, c in zip(rles, scores.tolist(), cats.tolist()):
-                rle["counts"] = rle["counts"].decode("ascii")
-                out.append({"image_id": image_id, "category_id": int(c), "segmentation": rle, "score": s})
-    return out
 
 
 # The area range of each of the 12 summary numbers (COCOeval's areaRngLbl).
