@@ -188,7 +188,7 @@ def test_run(
     from detcore.engine import dist
     from detcore.engine.build import build_dataset, build_metrics
     from detcore.engine.checkpoint import check_checkpoint_classes, check_checkpoint_model
-    from detcore.engine.evaluation import evaluate
+    from detcore.engine.evaluation import RecordedMetric, evaluate
     from detcore.engine.inference import class_names_of, load_model, split_table
     from detcore.weights import read_checkpoint
 
@@ -305,31 +305,13 @@ class ShowWriter:
             self.written += 1
 
 
-class RecordedMetric:
-    """A configured metric with the results of its last ``evaluate``, so that
-    its own ``summary`` gets exactly the numbers it computed."""
+def format_results(recorded: list, results: dict[str, float]) -> str:
+    """Each metric's table (:func:`~detcore.engine.evaluation.format_summaries`),
+    then one line with every number for scripts."""
+    from detcore.engine.evaluation import format_summaries
 
-    def __init__(self, metric) -> None:
-        self.metric = metric
-        self.results: dict[str, float] = {}
-
-    def evaluate(self, predictions, dataset) -> dict:
-        self.results = dict(self.metric.evaluate(predictions, dataset))
-        return self.results
-
-
-def format_results(recorded: list[RecordedMetric], results: dict[str, float]) -> str:
-    """Each metric's ``summary(results)`` (a name/value table for a metric
-    without one), then one line with every number for scripts."""
-    from detcore.engine.evaluation import format_metrics
-
-    blocks = []
-    for rec in recorded:
-        summary = getattr(rec.metric, "summary", None)
-        blocks.append(summary(rec.results) if callable(summary) else format_metrics(rec.results))
     # One line with every number at full precision, easy to grep from logs.
-    blocks.append("metrics: " + " ".join(f"{k}={v:.4f}" for k, v in results.items()))
-    return "\n".join(blocks)
+    return format_summaries(recorded) + "\nmetrics: " + " ".join(f"{k}={v:.4f}" for k, v in results.items())
 
 
 def write_predictions(metrics: list, predictions: list[dict], dataset, out: Path) -> list[str]:

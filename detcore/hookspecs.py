@@ -266,10 +266,13 @@ def detcore_metrics() -> dict[str, Any]:
         against them, with a did-you-mean, before training. A run whose
         metrics do not all declare their keys is not checked.
     ``summary(results) -> str`` (optional)
-        The table ``detcore test`` prints for this metric, given the dict
-        this metric's ``evaluate`` returned (the ``coco`` metric prints
-        pycocotools' 12-line summary, ``voc`` its per-class AP table).
-        Absent: a two-column table of names and values.
+        The table shown for this metric, given the dict this metric's
+        ``evaluate`` returned: after each validation during training (on
+        the console and in the log file, main process only) and by
+        ``detcore test`` (the ``coco`` metric shows pycocotools' 12-line
+        summary, ``voc`` its per-class AP table). Absent: a two-column table
+        of names and values. If it raises, the run goes on and shows the
+        error and that table instead.
     ``dump(predictions, dataset, path) -> list[str]`` (optional)
         Write ``predictions`` (as above) in the metric's results format to
         ``path`` (``detcore test --out PATH``; the ``coco`` metric writes

@@ -13,7 +13,7 @@ from detcore.engine import dist
 from detcore.engine.batches import image_to_float, to_original
 from detcore.errors import shorten
 
-__all__ = ["as_prediction", "evaluate", "format_metrics", "predict"]
+__all__ = ["RecordedMetric", "as_prediction", "evaluate", "format_metrics", "format_summaries", "predict"]
 
 
 def as_prediction(output: dict, input_hw: tuple[int, int], target: dict) -> dict:
@@ -168,3 +168,40 @@ def format_metrics(metrics: dict[str, float]) -> str:
         return "(no metrics)"
     width = max(len(k) for k in metrics)
     return "\n".join(f"  {k:<{width}}  {v:.4f}" for k, v in metrics.items())
+
+
+class RecordedMetric:
+    """A configured metric with the results of its last ``evaluate``, so that
+    its own ``summary`` gets exactly the numbers it computed (pass these to
+    :func:`evaluate` in place of the metrics; results exist on rank 0 only)."""
+
+    def __init__(self, metric) -> None:
+        self.metric = metric
+        self.results: dict[str, float] = {}
+
+    def evaluate(self, predictions, dataset) -> dict:
+        self.results = {str(k): float(v) for k, v in self.metric.evaluate(predictions, dataset).items()}
+        return self.results
+
+
+def format_summaries(recorded: Sequence[RecordedMetric]) -> str:
+    """The tables of the evaluated metrics, one after the other: each
+    metric's own ``summary(results)`` (pycocotools' 12 lines for ``coco``),
+    a two-column name/value table for a metric without one. What validation
+    during training logs and ``detcore test`` prints."""
+    if not recorded:
+        return "(no metrics)"
+    blocks = []
+    for rec in recorded:
+        summary = getattr(rec.metric, "summary", None)
+        if not callable(summary):
+            blocks.append(format_metrics(rec.results))
+            continue
+        try:
+            blocks.append(str(summary(rec.results)))
+        except Exception as exc:  # noqa: BLE001 - a display bug must not end hours of training
+            blocks.append(
+                f"({type(rec.metric).__name__}.summary failed: {shorten(f'{type(exc).__name__}: {exc}', 300)}; "
+                f"its numbers:)\n{format_metrics(rec.results)}"
+            )
+    return "\n".join(blocks)

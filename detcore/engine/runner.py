@@ -601,7 +601,7 @@ class Runner:
     def validate(self) -> dict[str, float]:
         """Evaluate the validation model (``detcore_val_model``, else the
         model) on the validation set; log and return the metrics."""
-        from detcore.engine.evaluation import evaluate, format_metrics
+        from detcore.engine.evaluation import RecordedMetric, evaluate, format_summaries
 
         model = self.pm.hook.detcore_val_model(runner=self) or self.model
         self.pm.hook.detcore_before_val_epoch(runner=self)
@@ -610,10 +610,12 @@ class Runner:
         def on_batch(batch, outputs):
             self.pm.hook.detcore_after_val_iter(runner=self, batch=batch, outputs=outputs)
 
+        # Each metric's own results, for its own summary table in the log.
+        recorded = [RecordedMetric(m) for m in self.metrics]
         metrics = evaluate(
             model,
             self.val_dataset,
-            self.metrics,
+            recorded,
             device=self.device,
             batch_size=self.cfg.data.val_batch_size or self.cfg.data.batch_size,
             workers=self.cfg.data.workers,
@@ -629,7 +631,7 @@ class Runner:
             self._scalars.write({"mode": "val", "epoch": self.epoch, "iter": self.iter, **metrics})
             where = f"epoch {self.epoch}" if self.cfg.train.by_epoch else f"iteration {self.iter}"
             self.logger.info(
-                "validation after %s (%.1fs):\n%s", where, time.perf_counter() - t0, format_metrics(metrics)
+                "validation after %s (%.1fs):\n%s", where, time.perf_counter() - t0, format_summaries(recorded)
             )
         self.pm.hook.detcore_after_val_epoch(runner=self, metrics=metrics)
         self.checkpointer.save_if_best(metrics)

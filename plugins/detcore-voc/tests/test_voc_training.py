@@ -48,6 +48,11 @@ def test_bccd_example_trains_and_reports_voc_map(detcore_tester):
     final = [s for s in result.scalars() if "voc_mAP" in s][-1]
     assert 0.0 <= final["voc_mAP"] <= 1.0 and 0.0 <= final["voc_mAP_11pt"] <= 1.0
     assert {"voc_AP/RBC", "voc_AP/WBC", "voc_AP/Platelets"} <= set(final)
+    # Validation during training logs the same per-class table.
+    log = next(result.work_dir.glob("*.log")).read_text()
+    assert re.search(
+        r" I validation after iteration 2 \(.*\):\nVOC AP @ IoU=0\.50\n  class +AP\n  Platelets +\d\.\d{3}\n", log
+    ), log
     # `detcore test` prints the voc metric's own per-class table.
     sets = [arg for o in overrides for arg in ("--set", o)]
     ckpt = result.work_dir / "iter_2.pth"
