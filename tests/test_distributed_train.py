@@ -206,6 +206,12 @@ def test_distributed_eval_equals_single_process_on_odd_val_set(runs):
         assert row["n_dets"] == single_val[it]["n_dets"]
         for key in ("score_sum", "box_sum", "top_score"):
             assert row[key] == pytest.approx(single_val[it][key], rel=1e-4), (it, key)
+    # The metric's own summary, of the gathered predictions, is logged once
+    # per validation by rank 0 (on its console and in the log file), never by rank 1.
+    line = f"prediction summary: {VAL_SIZE} predictions for {VAL_SIZE} of {VAL_SIZE} images"
+    _, out, err = runs["straight"]
+    log = next((runs["dir"] / "straight").glob("*.log")).read_text()
+    assert out.count(line) == log.count(line) == 2 and "prediction summary" not in err
 
 
 def test_slow_metric_longer_than_collective_timeout_completes(runs):

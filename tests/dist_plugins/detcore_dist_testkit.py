@@ -133,6 +133,11 @@ class PredictionSummary:
             "top_score": float(max((s.max() for s in scores if len(s)), default=torch.tensor(0.0))),
         }
 
+    def summary(self, results: dict[str, float]) -> str:
+        """One line, logged after each validation by the main process only."""
+        return (f"prediction summary: {int(results['n_predictions'])} predictions for "
+                f"{int(results['n_images'])} of {int(results['dataset_len'])} images")
+
 
 class SaveParams:
     """Saves ``runner.model``'s state dict on every rank after the run to
