@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -61,3 +62,39 @@ def shapes_run():
     evaluated with its COCO metric, work dir ``work``; ``layers`` and
     ``changes`` are merged in as ``tiny_run`` merges them."""
     return _shapes_run
+
+
+def _offline_torch_home(home: Path):
+    """``home`` as ``$TORCH_HOME``, its empty ``hub/checkpoints`` yielded for
+    the test to fill, and no network: a download attempt fails the way it
+    does on an offline machine."""
+    import torch
+
+    checkpoints = home / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TORCH_HOME", str(home))
+    mp.setattr(torch.hub, "_hub_dir", None)
+
+    def offline(url, *args, **kwargs):
+        raise OSError(f"[Errno 101] Network is unreachable: {url}")
+
+    mp.setattr(torch.hub, "download_url_to_file", offline)
+    try:
+        yield checkpoints
+    finally:
+        mp.undo()
+
+
+@pytest.fixture()
+def torch_hub(tmp_path):
+    """An empty, offline ``$TORCH_HOME/hub/checkpoints`` for one test, where
+    torchvision's weight loader looks for files (:func:`_offline_torch_home`)."""
+    yield from _offline_torch_home(tmp_path / "torch_home")
+
+
+@pytest.fixture(scope="module")
+def module_torch_hub(tmp_path_factory):
+    """:func:`torch_hub` shared by a module's tests: a file written once
+    (a large detector's weights) is there for the tests after it."""
+    yield from _offline_torch_home(tmp_path_factory.mktemp("torch_home"))

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import detcore
+from detcore.testing import run_detcore
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "python.md"
@@ -100,19 +101,12 @@ def test_train_then_test_from_python(trained, capsys):
     assert len(list((root / "show").glob("*.jpg"))) == 6
 
 
-def _predict_cli(root: Path, *args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "detcore", "predict", "run.toml", *map(str, args)],
-        cwd=root, env=_env(), capture_output=True, text=True, timeout=300,
-    )
-
-
 @pytest.mark.slow
 def test_predictions_equal_detcore_predict_json(trained):
     root, result = trained
     files = [f"shapes/val/{i:06d}.jpg" for i in range(5)]
-    proc = _predict_cli(root, "--checkpoint", result.checkpoint, *files, "--out-dir", "cli_pred",
-                        "--score-thr", 0.05, "--batch-size", 2, "--no-draw")
+    proc = run_detcore("predict", "run.toml", "--checkpoint", result.checkpoint, *files, "--out-dir", "cli_pred",
+                       "--score-thr", 0.05, "--batch-size", 2, "--no-draw", cwd=root, env={"PYTHONWARNINGS": "ignore"})
     assert proc.returncode == 0, proc.stderr
     cli = json.loads((root / "cli_pred" / "predictions.json").read_text())
 

@@ -7,23 +7,16 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
 
 import pytest
+
+from detcore.testing import run_detcore
 
 pytest.importorskip("pycocotools")
 
 from detcore_coco.testing import write_coco, write_image  # noqa: E402
 
 CATS = [{"id": 1, "name": "thing"}]
-
-
-def detcore(*args, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "detcore", *args], capture_output=True, text=True, cwd=cwd,
-        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
-    )
 
 
 def _files(tmp_path, images=None, anns=None, transforms='[{ type = "resize", size = 32 }]'):
@@ -61,13 +54,13 @@ def _files(tmp_path, images=None, anns=None, transforms='[{ type = "resize", siz
 )
 def test_bad_record_is_named_by_coco_check_and_config_check(tmp_path, images, anns, kind, named):
     _files(tmp_path, images, anns)
-    proc = detcore("coco", "check", "ann.json", "img", cwd=tmp_path)
+    proc = run_detcore("coco", "check", "ann.json", "img", cwd=tmp_path)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert f"{kind}: 1" in proc.stdout
     for text in named:
         assert text in proc.stdout, proc.stdout
 
-    proc = detcore("config", "check", "run.toml", cwd=tmp_path)
+    proc = run_detcore("config", "check", "run.toml", cwd=tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     err = proc.stderr
     assert "Traceback" not in err and err.count("detcore: error:") == 1
@@ -118,7 +111,7 @@ def test_nan_bbox_is_refused_by_the_dataset_not_dropped(tmp_path):
 )
 def test_resize_sizes_torchvision_rejects_later_fail_config_check(tmp_path, transform, message):
     _files(tmp_path, transforms=f"[{transform}]")
-    proc = detcore("config", "check", "run.toml", cwd=tmp_path)
+    proc = run_detcore("config", "check", "run.toml", cwd=tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "key 'data.train.transforms[0]." in proc.stderr and message in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -159,12 +152,12 @@ def _large(tmp_path, ext: str):
 @pytest.mark.slow
 def test_coco_check_warns_about_images_far_above_the_input_size(tmp_path):
     _large(tmp_path, "jpg")
-    proc = detcore("coco", "check", "big.json", "img", "--input-size", "128", cwd=tmp_path)
+    proc = run_detcore("coco", "check", "big.json", "img", "--input-size", "128", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr  # a warning, not a problem
     assert "OK (1 warning(s))" in proc.stdout
     assert "warning: large_image: 1" in proc.stdout
     assert "image id 5 'img/big.jpg': 2400x1800, over 4x the input size 128" in proc.stdout
-    proc = detcore("coco", "check", "big.json", "img", cwd=tmp_path)  # default input size 1333
+    proc = run_detcore("coco", "check", "big.json", "img", cwd=tmp_path)  # default input size 1333
     assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stdout
 
 
@@ -223,6 +216,6 @@ def test_documented_input_size_check_runs_as_written(tmp_path):
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "coco.md").read_text()
     line = next(x for x in doc.splitlines() if x.startswith("detcore coco check") and "--input-size" in x)
-    assert detcore("coco", "make-shapes", "data/shapes", "--train", "4", "--val", "2", cwd=tmp_path).returncode == 0
-    proc = detcore(*line.split()[1:], cwd=tmp_path)
+    assert run_detcore("coco", "make-shapes", "data/shapes", "--train", "4", "--val", "2", cwd=tmp_path).returncode == 0
+    proc = run_detcore(*line.split()[1:], cwd=tmp_path)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stdout + proc.stderr

@@ -5,22 +5,20 @@ subprocesses: ``detcore train --nproc 2``, then ``detcore predict``."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-import subprocess
-import sys
 
 import pytest
+
+from detcore.testing import run_detcore
 
 pytestmark = pytest.mark.slow
 
 pytest.importorskip("detcore_coco", reason="uses the coco dataset and metric of detcore-coco")
 
-
-def detcore(*args, cwd) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, "-m", "detcore", *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+# Two ranks train on two shared cores: allow more than the default timeout.
+detcore = functools.partial(run_detcore, env={"PYTHONWARNINGS": "ignore"}, timeout=600)
 
 
 def test_fcos_32_channels_validates_on_an_odd_split_over_two_ranks_and_predicts_one_image(tmp_path, shapes_run):

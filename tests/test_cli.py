@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -12,18 +13,15 @@ from pathlib import Path
 import pytest
 
 import detcore
+from detcore.testing import run_detcore
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GOOD = FIXTURES / "good.toml"
-DETCORE = Path(sys.executable).with_name("detcore")
 
 pytestmark = pytest.mark.slow
 
-
-def detcore_cli(*args, cwd=FIXTURES) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(DETCORE), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=60
-    )
+# In tests/fixtures, where ``-p fx_components`` and the other fixture plugins are found.
+detcore_cli = functools.partial(run_detcore, cwd=FIXTURES)
 
 
 def test_help_lists_the_core_commands():

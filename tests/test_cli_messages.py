@@ -5,24 +5,14 @@ detector."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 
 import pytest
 import torch
 
-from detcore.runfile.toml_writer import dumps
-from detcore.testing import tiny_run
+from detcore.testing import run_detcore, tiny_run, write_runfile
 
 VAL = {"data": {"val": {"type": "synthetic", "num_images": 2, "image_size": 64, "num_classes": 3}}}
-
-
-def detcore(*args, cwd) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "detcore", *map(str, args)], cwd=cwd, capture_output=True, text=True, env=env, timeout=300
-    )
 
 
 def _one_error(proc: subprocess.CompletedProcess, code: int = 1) -> str:
@@ -35,11 +25,11 @@ def _one_error(proc: subprocess.CompletedProcess, code: int = 1) -> str:
 def trained(tmp_path_factory):
     """A 2-iteration fcos run (3 classes) and its work dir."""
     d = tmp_path_factory.mktemp("msgs")
-    (d / "run.toml").write_text(dumps(tiny_run(VAL, work_dir="w")))
+    write_runfile(d / "run.toml", tiny_run(VAL, work_dir="w"))
     from PIL import Image
 
     Image.new("RGB", (64, 64), (90, 120, 150)).save(d / "x.jpg")  # for predict
-    proc = detcore("train", "run.toml", cwd=d)
+    proc = run_detcore("train", "run.toml", cwd=d)
     assert proc.returncode == 0, proc.stderr
     ckpts = sorted((d / "w").glob("iter_*.pth"))
     assert ckpts, list((d / "w").iterdir())
@@ -50,7 +40,7 @@ def trained(tmp_path_factory):
 def test_a_pickled_model_is_refused_saying_what_detcore_expects(trained):
     d, _ = trained
     torch.save(torch.nn.Linear(2, 2), d / "model.pth")  # a whole module, pickled by class
-    err = _one_error(detcore("test", "run.toml", "--checkpoint", "model.pth", cwd=d))
+    err = _one_error(run_detcore("test", "run.toml", "--checkpoint", "model.pth", cwd=d))
     assert "checkpoint 'model.pth' is not a detcore checkpoint: it holds pickled Python objects" in err
     assert "torch.nn.modules.linear.Linear" in err
     assert "detcore expects a checkpoint written by 'detcore train'" in err
@@ -60,7 +50,7 @@ def test_a_pickled_model_is_refused_saying_what_detcore_expects(trained):
     assert "Do it only if" not in err and "you got the file" not in err
 
     (d / "notes.pth").write_text("not a checkpoint\n" * 5)
-    err = _one_error(detcore("test", "run.toml", "--checkpoint", "notes.pth", cwd=d))
+    err = _one_error(run_detcore("test", "run.toml", "--checkpoint", "notes.pth", cwd=d))
     assert "checkpoint 'notes.pth' cannot be loaded" in err and "not a PyTorch file" in err
     assert "detcore expects a checkpoint written by 'detcore train'" in err
 
@@ -68,22 +58,22 @@ def test_a_pickled_model_is_refused_saying_what_detcore_expects(trained):
 @pytest.mark.slow
 def test_checkpoint_folder_is_named_as_a_folder_with_its_checkpoints(trained):
     d, ckpt = trained
-    err = _one_error(detcore("test", "run.toml", "--checkpoint", "w", cwd=d))
+    err = _one_error(run_detcore("test", "run.toml", "--checkpoint", "w", cwd=d))
     assert "does not exist" not in err
     assert f"checkpoint 'w' is a folder, not a file; give one of its checkpoints (newest first): 'w/{ckpt.name}'" in err
     (d / "empty").mkdir()
-    err = _one_error(detcore("predict", "run.toml", "--checkpoint", "empty", "x.jpg", "--out-dir", "vis", cwd=d))
+    err = _one_error(run_detcore("predict", "run.toml", "--checkpoint", "empty", "x.jpg", "--out-dir", "vis", cwd=d))
     assert "checkpoint 'empty' is a folder with no checkpoint (.pth) in it" in err
 
 
 @pytest.mark.slow
 def test_train_resume_followed_by_the_run_file_resumes(trained):
     d, ckpt = trained
-    proc = detcore("train", "--resume", "run.toml", cwd=d)
+    proc = run_detcore("train", "--resume", "run.toml", cwd=d)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout + proc.stderr
     assert f"resumed from w/{ckpt.name}" in out, out[-3000:]
-    err = _one_error(detcore("train", "run.toml", "--resume", "other.toml", cwd=d), code=2)
+    err = _one_error(run_detcore("train", "run.toml", "--resume", "other.toml", cwd=d), code=2)
     assert "--resume other.toml: that is a run file, not a checkpoint" in err
     assert "detcore train run.toml --resume auto" in err
 
@@ -112,9 +102,9 @@ def test_checkpoint_of_another_detector_names_its_type_and_run_file(trained):
     d, ckpt = trained
     other = tiny_run(VAL, {"model": {"type": "retinanet", "num_classes": 5, "backbone": {"type": "tiny"}}})
     other["data"]["val"]["num_classes"] = 5
-    (d / "other.toml").write_text(dumps(other))
+    write_runfile(d / "other.toml", other)
     for command in (["test"], ["predict", "x.jpg", "--out-dir", "vis"]):
-        err = _one_error(detcore(*command[:1], "other.toml", "--checkpoint", f"w/{ckpt.name}", *command[1:], cwd=d))
+        err = _one_error(run_detcore(*command[:1], "other.toml", "--checkpoint", f"w/{ckpt.name}", *command[1:], cwd=d))
         assert f"checkpoint 'w/{ckpt.name}' is a 'fcos' detector (3 classes: class0, class1, class2)" in err
         assert "its run file is 'w/resolved.toml'" in err and "other.toml builds a 'retinanet'" in err
         assert "classes" not in err.split("but", 1)[1]  # not reported as a class-name problem

@@ -6,10 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 
 import pytest
+
+from detcore.testing import run_detcore
 
 pytest.importorskip("pycocotools")
 
@@ -18,11 +18,6 @@ from detcore_coco.convert import ConvertError, read_names, via_to_coco, voc_to_c
 from detcore_coco.dataset import CocoDataset  # noqa: E402
 from detcore_coco.shapes import make_shapes  # noqa: E402
 from detcore_coco.testing import write_coco, write_image  # noqa: E402
-
-
-def detcore(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "detcore", *args], capture_output=True, text=True, cwd=cwd)
-
 
 # ---------------------------------------------------------------------------
 # VIA (the balloon example's format)
@@ -236,12 +231,12 @@ def test_check_command_exit_status(tmp_path):
     bad = write_coco(str(tmp_path / "bad.json"), images, [{"image_id": 1, "category_id": 1, "bbox": [5, 5, 0, 4]},
                                                           {"image_id": 1, "category_id": 2, "bbox": [5, 5, 4, 4]}],
                      [{"id": 1, "name": "x"}])
-    proc = detcore("coco", "check", bad, str(tmp_path / "img"))
+    proc = run_detcore("coco", "check", bad, str(tmp_path / "img"))
     assert proc.returncode == 1
     assert "2 problem(s)" in proc.stdout and "zero_area_box: 1" in proc.stdout and "unknown_category: 1" in proc.stdout
     good = write_coco(str(tmp_path / "good.json"), images, [{"image_id": 1, "category_id": 1, "bbox": [5, 5, 4, 4]}],
                       [{"id": 1, "name": "x"}])
-    proc = detcore("coco", "check", good, str(tmp_path / "img"))
+    proc = run_detcore("coco", "check", good, str(tmp_path / "img"))
     assert proc.returncode == 0 and proc.stdout.strip().endswith("OK")
 
 
@@ -251,14 +246,14 @@ def test_cli_convert_then_check(tmp_path):
     (tmp_path / "labels").mkdir()
     (tmp_path / "labels" / "a.txt").write_text("0 0.5 0.5 0.5 0.5\n1 0.2 0.2 0.0 0.1\n")
     (tmp_path / "names.txt").write_text("person\ncar\n")
-    proc = detcore("coco", "convert", "yolo", "labels", "--images", "images", "--out", "out/train.json", "--names", "names.txt", cwd=tmp_path)
+    proc = run_detcore("coco", "convert", "yolo", "labels", "--images", "images", "--out", "out/train.json", "--names", "names.txt", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "1 images, 1 annotations" in proc.stdout and "dropped 1 zero-area box(es)" in proc.stdout
-    proc = detcore("coco", "check", "out/train.json", "images", cwd=tmp_path)
+    proc = run_detcore("coco", "check", "out/train.json", "images", cwd=tmp_path)
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stdout + proc.stderr
-    proc = detcore("coco", "convert", "yolo", "labels", "--images", "images", "--out", "x.json", cwd=tmp_path)
+    proc = run_detcore("coco", "convert", "yolo", "labels", "--images", "images", "--out", "x.json", cwd=tmp_path)
     assert proc.returncode == 1 and "--names" in proc.stderr and "Traceback" not in proc.stderr
-    proc = detcore("coco", "check", "nope.json", "images", cwd=tmp_path)
+    proc = run_detcore("coco", "check", "nope.json", "images", cwd=tmp_path)
     assert proc.returncode == 2 and "not found: 'nope.json'" in proc.stderr
 
 
@@ -296,7 +291,7 @@ def test_make_shapes_is_deterministic_and_valid(tmp_path):
 
 @pytest.mark.slow
 def test_make_shapes_command(tmp_path):
-    proc = detcore("coco", "make-shapes", "data/shapes", "--train", "4", "--val", "2", "--size", "64", cwd=tmp_path)
+    proc = run_detcore("coco", "make-shapes", "data/shapes", "--train", "4", "--val", "2", "--size", "64", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert sorted(os.listdir(tmp_path / "data" / "shapes")) == ["train", "train.json", "val", "val.json"]
     assert len(os.listdir(tmp_path / "data" / "shapes" / "train")) == 4

@@ -24,6 +24,7 @@ from detcore.data.image_io import ImageReadError  # noqa: E402
 from detcore.errors import RunFileError  # noqa: E402
 from detcore.plugins import get_plugin_manager  # noqa: E402
 from detcore.runfile.components import validate_component  # noqa: E402
+from detcore.testing import run_detcore  # noqa: E402
 
 CATS = [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}, {"id": 11, "name": "bird"}]
 
@@ -286,12 +287,12 @@ def test_config_check_reports_class_names_before_anything_heavy(tmp_path, coco_d
         'plugins = ["tiny_det_plugin"]\n[model]\ntype = "tiny_det"\nnum_classes = 2\n'
         f'[data.train]\ntype = "coco"\nann_file = "{ann}"\nimg_dir = "{img_dir}"\nclasses = ["cat", "brid"]\n'
     )
-    proc = subprocess.run([sys.executable, "-m", "detcore", "config", "check", str(run)], capture_output=True, text=True, cwd=tmp_path)
+    proc = run_detcore("config", "check", run, cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert "key 'data.train.classes'" in proc.stderr and "class 'brid'" in proc.stderr and "closest category is 'bird'" in proc.stderr
     assert "Traceback" not in proc.stderr
     run.write_text(run.read_text().replace('"brid"', '"bird"'))
-    proc = subprocess.run([sys.executable, "-m", "detcore", "config", "check", str(run)], capture_output=True, text=True, cwd=tmp_path)
+    proc = run_detcore("config", "check", run, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
 
 
@@ -360,8 +361,7 @@ def test_a_subset_lacking_some_classes_passes_config_check(catalog, tmp_path):
 @pytest.mark.slow
 def test_coco_check_and_config_check_name_the_empty_category(tmp_path):
     ann = _export_with_supercategory(tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "detcore", "coco", "check", ann, str(tmp_path / "i")],
-                          capture_output=True, text=True)
+    proc = run_detcore("coco", "check", ann, tmp_path / "i")
     assert proc.returncode == 0, proc.stdout + proc.stderr  # a warning: the file is valid
     assert "empty_category: 1" in proc.stdout
     assert "category id 0 'pieces': no annotations" in proc.stdout
@@ -372,8 +372,7 @@ def test_coco_check_and_config_check_name_the_empty_category(tmp_path):
         '[model]\ntype = "fcos"\nnum_classes = 3\nbackbone = { type = "tiny" }\n'
         f'[data.train]\ntype = "coco"\nann_file = "{ann}"\nimg_dir = "{tmp_path / "i"}"\n'
     )
-    proc = subprocess.run([sys.executable, "-m", "detcore", "config", "check", str(run)],
-                          capture_output=True, text=True, cwd=tmp_path)
+    proc = run_detcore("config", "check", run, cwd=tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "key 'data.train.classes'" in proc.stderr and "'pieces'" in proc.stderr
     assert 'classes = ["black-king", "white-king"]' in proc.stderr and "Traceback" not in proc.stderr

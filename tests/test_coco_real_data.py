@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from detcore.testing import run_detcore
 
 pytest.importorskip("pycocotools")
 
@@ -28,15 +28,11 @@ needs_bccd = pytest.mark.skipif(not (BCCD / "Annotations").is_dir(), reason=f"BC
 needs_coco128 = pytest.mark.skipif(not (COCO128 / "labels").is_dir(), reason=f"coco128 not found at {COCO128} (set DETCORE_SHARED_DATA)")
 
 
-def detcore(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "detcore", *args], capture_output=True, text=True, cwd=cwd)
-
-
 @pytest.fixture(scope="module")
 def bccd(tmp_path_factory):
     out = tmp_path_factory.mktemp("bccd") / "bccd_train.json"
-    proc = detcore("coco", "convert", "voc", str(BCCD / "Annotations"), "--images", str(BCCD / "JPEGImages"),
-                   "--ids", str(BCCD / "ImageSets" / "Main" / "trainval.txt"), "--out", str(out))
+    proc = run_detcore("coco", "convert", "voc", str(BCCD / "Annotations"), "--images", str(BCCD / "JPEGImages"),
+                       "--ids", str(BCCD / "ImageSets" / "Main" / "trainval.txt"), "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     return out, proc.stdout
 
@@ -44,8 +40,8 @@ def bccd(tmp_path_factory):
 @pytest.fixture(scope="module")
 def coco128(tmp_path_factory):
     out = tmp_path_factory.mktemp("coco128") / "coco128.json"
-    proc = detcore("coco", "convert", "yolo", str(COCO128 / "labels" / "train2017"), "--images", str(COCO128 / "images" / "train2017"),
-                   "--names", str(COCO128 / "coco128.yaml"), "--out", str(out))
+    proc = run_detcore("coco", "convert", "yolo", str(COCO128 / "labels" / "train2017"), "--images", str(COCO128 / "images" / "train2017"),
+                       "--names", str(COCO128 / "coco128.yaml"), "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     return out, proc.stdout
 
@@ -53,7 +49,7 @@ def coco128(tmp_path_factory):
 @needs_bccd
 def test_bccd_all_images_convert_and_zero_area_boxes_are_reported(tmp_path):
     out = tmp_path / "bccd.json"
-    proc = detcore("coco", "convert", "voc", str(BCCD / "Annotations"), "--images", str(BCCD / "JPEGImages"), "--out", str(out))
+    proc = run_detcore("coco", "convert", "voc", str(BCCD / "Annotations"), "--images", str(BCCD / "JPEGImages"), "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     # 4,888 boxes in the XML files, of which two have zero area.
     assert "364 images, 4886 annotations" in proc.stdout
@@ -67,7 +63,7 @@ def test_bccd_all_images_convert_and_zero_area_boxes_are_reported(tmp_path):
 @needs_bccd
 def test_bccd_split_passes_check_and_loads(bccd):
     out, _ = bccd
-    proc = detcore("coco", "check", str(out), str(BCCD / "JPEGImages"))
+    proc = run_detcore("coco", "check", str(out), str(BCCD / "JPEGImages"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip().endswith("OK")
     ds = CocoDataset(str(out), str(BCCD / "JPEGImages"), classes=["RBC", "WBC", "Platelets"])
@@ -83,7 +79,7 @@ def test_coco128_converts_with_yaml_names_passes_check_and_loads(coco128):
     assert "128 images, 929 annotations" in stdout
     data = json.loads(out.read_text())
     assert len(data["categories"]) == 80 and data["categories"][0] == {"id": 1, "name": "person"}
-    proc = detcore("coco", "check", str(out), str(COCO128 / "images" / "train2017"))
+    proc = run_detcore("coco", "check", str(out), str(COCO128 / "images" / "train2017"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     ds = CocoDataset(str(out), str(COCO128 / "images" / "train2017"), classes=["person", "car", "dog"], filter_empty=True)
     assert ds.class_names == ["person", "car", "dog"] and ds.cat_ids == [1, 3, 17]
@@ -152,7 +148,5 @@ def test_train_a_few_iterations_on_real_data(which, tmp_path, request):
         img_dir, n = COCO128 / "images" / "train2017", 80
     run = tmp_path / "run.toml"
     run.write_text(TRAIN_RUN.format(num_classes=n, ann=out, img_dir=img_dir))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "detcore", "train", str(run), "--work-dir", str(tmp_path / "work"), "--device", "cpu"],
-                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    proc = run_detcore("train", run, "--work-dir", tmp_path / "work", "--device", "cpu", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

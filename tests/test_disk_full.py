@@ -6,15 +6,12 @@ Needs ``mount -t tmpfs`` (root); skipped where mounting is not permitted."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import uuid
 
 import pytest
 
-from detcore.runfile.toml_writer import dumps
-from detcore.testing import tiny_run
+from detcore.testing import run_detcore, tiny_run, write_runfile
 
 # A checkpoint of this model is about 11 MB: a 16 MB disk holds one, not two.
 SMALL = {"model": {"neck": {"type": "fpn", "out_channels": 32}}}
@@ -40,12 +37,8 @@ def tmpfs(tmp_path):
 
 
 def train(tmp_path, run: dict, *extra) -> subprocess.CompletedProcess:
-    (tmp_path / "run.toml").write_text(dumps(run))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "detcore", "train", "run.toml", *extra],
-        cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600,
-    )
+    write_runfile(tmp_path / "run.toml", run)
+    return run_detcore("train", "run.toml", *extra, cwd=tmp_path, timeout=600)
 
 
 def _one_error(proc) -> str:

@@ -24,10 +24,11 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from detcore.testing import run_detcore
 
 pytest.importorskip("pycocotools")
 
@@ -101,21 +102,18 @@ class Workspace:
         self.empty_torch_home.mkdir()
 
     def env(self, torch_home: Path | None = None) -> dict:
-        env = {k: v for k, v in os.environ.items() if k.lower() not in ("no_proxy", "all_proxy")}
+        """What a subprocess's environment changes: its ``$TORCH_HOME``, and
+        every proxy pointed at a closed port with no exemptions (an empty
+        ``no_proxy``/``all_proxy`` is no value to urllib and requests)."""
         blocked = "http://127.0.0.1:9"  # discard port: a download attempt fails at once
-        env.update(
-            TORCH_HOME=str(torch_home or self.torch_home),
-            OMP_NUM_THREADS="1",
-            MKL_NUM_THREADS="1",
-            http_proxy=blocked, https_proxy=blocked, HTTP_PROXY=blocked, HTTPS_PROXY=blocked,
-        )
-        return env
+        return {
+            **{k: "" for k in os.environ if k.lower() in ("no_proxy", "all_proxy")},
+            "TORCH_HOME": str(torch_home or self.torch_home),
+            **dict.fromkeys(("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"), blocked),
+        }
 
     def detcore(self, *args, cwd: Path | None = None, torch_home: Path | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "detcore", *map(str, args)],
-            capture_output=True, text=True, cwd=cwd or self.root, env=self.env(torch_home), timeout=600,
-        )
+        return run_detcore(*args, cwd=cwd or self.root, env=self.env(torch_home), timeout=600)
 
 
 def output(proc: subprocess.CompletedProcess) -> str:

@@ -17,23 +17,6 @@ from detcore.models import names  # noqa: E402
 from detcore.runfile.components import validate_component  # noqa: E402
 
 
-@pytest.fixture
-def hub(tmp_path, monkeypatch):
-    """An empty $TORCH_HOME whose hub/checkpoints the test fills, and no
-    network: a download attempt fails the way an offline machine does."""
-    home = tmp_path / "torch_home"
-    checkpoints = home / "hub" / "checkpoints"
-    checkpoints.mkdir(parents=True)
-    monkeypatch.setenv("TORCH_HOME", str(home))
-    monkeypatch.setattr(torch.hub, "_hub_dir", None)
-
-    def offline(url, *args, **kwargs):
-        raise OSError(f"[Errno 101] Network is unreachable: {url}")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
-    return checkpoints
-
-
 def expected_file(full_name: str) -> str:
     return os.path.basename(torchvision.models.get_weight(full_name).url)
 
@@ -94,10 +77,10 @@ def test_bad_backbone_files_are_clear_errors(catalog, tmp_path):
         build(catalog, {"type": "resnet", "depth": 18, "weights": str(tmp_path / "nothere.pth")}, "backbone", "b")
 
 
-def test_backbone_weights_name_resolves_offline_from_torch_home(catalog, hub):
+def test_backbone_weights_name_resolves_offline_from_torch_home(catalog, torch_hub):
     torch.manual_seed(2)
     reference = torchvision.models.mobilenet_v3_small(weights=None)
-    torch.save(reference.state_dict(), hub / expected_file("MobileNet_V3_Small_Weights.IMAGENET1K_V1"))
+    torch.save(reference.state_dict(), torch_hub / expected_file("MobileNet_V3_Small_Weights.IMAGENET1K_V1"))
     body = build(catalog, {"type": "mobilenet_v3", "arch": "small", "weights": "IMAGENET1K_V1"}, "backbone", "b")
     torch.testing.assert_close(body["0"][0].weight, reference.features[0][0].weight, rtol=0, atol=0)
     # pretrained: frozen BatchNorm and torchvision's 3 trainable stages by default
@@ -107,11 +90,11 @@ def test_backbone_weights_name_resolves_offline_from_torch_home(catalog, hub):
     assert not body["0"][0].weight.requires_grad and body["12"][0].weight.requires_grad
 
 
-def test_missing_weights_file_offline_says_which_file_to_put_where(catalog, hub):
+def test_missing_weights_file_offline_says_which_file_to_put_where(catalog, torch_hub):
     with pytest.raises(CheckpointError) as info:
         build(catalog, {"type": "resnet", "depth": 18, "weights": "IMAGENET1K_V1"}, "backbone", "b")
     msg = str(info.value)
-    assert str(hub / "resnet18-f37072fd.pth") in msg
+    assert str(torch_hub / "resnet18-f37072fd.pth") in msg
     assert "https://download.pytorch.org/models/resnet18-f37072fd.pth" in msg
 
 
@@ -136,11 +119,11 @@ HEAD_KEYS = {
 }
 
 
-def test_mask_rcnn_coco_v1_loads_everything_but_the_class_layers(catalog, hub, caplog):
+def test_mask_rcnn_coco_v1_loads_everything_but_the_class_layers(catalog, torch_hub, caplog):
     torch.manual_seed(3)
     reference = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None)
     saved = reference.state_dict()
-    torch.save(saved, hub / expected_file("MaskRCNN_ResNet50_FPN_Weights.COCO_V1"))
+    torch.save(saved, torch_hub / expected_file("MaskRCNN_ResNet50_FPN_Weights.COCO_V1"))
     del reference
 
     with caplog.at_level(logging.INFO, logger="detcore"):
@@ -166,13 +149,13 @@ def test_mask_rcnn_coco_v1_loads_everything_but_the_class_layers(catalog, hub, c
     assert model.backbone.body.layer2[0].conv1.weight.requires_grad
 
 
-def test_faster_rcnn_matches_torchvision_key_for_key(catalog, hub):
+def test_faster_rcnn_matches_torchvision_key_for_key(catalog, torch_hub):
     torch.manual_seed(4)
     kwargs = {"min_size": 160, "max_size": 224, "box_score_thresh": 0.0}
     reference = torchvision.models.detection.fasterrcnn_resnet50_fpn(
         weights=None, weights_backbone=None, **kwargs
     ).eval()
-    torch.save(reference.state_dict(), hub / expected_file("FasterRCNN_ResNet50_FPN_Weights.COCO_V1"))
+    torch.save(reference.state_dict(), torch_hub / expected_file("FasterRCNN_ResNet50_FPN_Weights.COCO_V1"))
 
     model = build(catalog, {
         "type": "faster_rcnn", "num_classes": 90, "weights": "FasterRCNN_ResNet50_FPN_Weights.COCO_V1",
@@ -207,12 +190,12 @@ def test_wrong_detector_weights_are_runfile_errors_listing_valid_names(catalog):
                                       "backbone": {"type": "resnet", "depth": 50}}, "model")
 
 
-def test_detector_weights_offline_and_foreign_files(catalog, hub, tmp_path):
+def test_detector_weights_offline_and_foreign_files(catalog, torch_hub, tmp_path):
     table = {"type": "retinanet", "num_classes": 3, "weights": "COCO_V1",
              "backbone": {"type": "resnet", "depth": 50}}
     with pytest.raises(CheckpointError) as info:
         build(catalog, table)
-    assert str(hub / expected_file("RetinaNet_ResNet50_FPN_Weights.COCO_V1")) in str(info.value)
+    assert str(torch_hub / expected_file("RetinaNet_ResNet50_FPN_Weights.COCO_V1")) in str(info.value)
 
     foreign = tmp_path / "fcos_tiny.pth"
     small = build(catalog, {"type": "fcos", "num_classes": 3, "backbone": {"type": "tiny", "width": 16},
@@ -223,7 +206,7 @@ def test_detector_weights_offline_and_foreign_files(catalog, hub, tmp_path):
                         "backbone": {"type": "tiny", "width": 16}})
 
 
-def test_skip_pretrained_builds_without_loading(catalog, hub):
+def test_skip_pretrained_builds_without_loading(catalog, torch_hub):
     from detcore.models.pretrained import skip_pretrained
 
     with skip_pretrained():
@@ -246,12 +229,12 @@ def _legacy_names(state: dict) -> dict:
     return out
 
 
-def test_legacy_torchvision_key_names_load(catalog, hub):
+def test_legacy_torchvision_key_names_load(catalog, torch_hub):
     torch.manual_seed(5)
     saved = torchvision.models.detection.retinanet_resnet50_fpn(weights=None, weights_backbone=None).state_dict()
     legacy = _legacy_names(saved)
     assert "backbone.fpn.inner_blocks.0.weight" in legacy and "head.classification_head.conv.6.weight" in legacy
-    torch.save(legacy, hub / expected_file("RetinaNet_ResNet50_FPN_Weights.COCO_V1"))
+    torch.save(legacy, torch_hub / expected_file("RetinaNet_ResNet50_FPN_Weights.COCO_V1"))
     model = build(catalog, {"type": "retinanet", "num_classes": 91, "weights": "COCO_V1",
                             "backbone": {"type": "resnet", "depth": 50}})
     assert model.weights_report.missing == () and model.weights_report.skipped_shape == ()

@@ -10,6 +10,7 @@ install``. The wheel tests at the end go the whole way through pip.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import os
@@ -26,10 +27,10 @@ import detcore
 from detcore.catalog import Catalog
 from detcore.errors import PluginError, RunFileError
 from detcore.plugins import BUILTIN_PLUGINS, get_plugin_manager
+from detcore.testing import run_detcore
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GOOD = FIXTURES / "good.toml"
-DETCORE = Path(sys.executable).with_name("detcore")
 
 SHARED_BACKBONE = """
 from detcore import hookimpl
@@ -58,13 +59,9 @@ def make_dist(site: Path, dist: str, version: str, entry_points: dict[str, str],
     (info / "entry_points.txt").write_text(f"[detcore]\n{eps}")
 
 
-def detcore_cli(*args, site: Path | None = None, cwd=FIXTURES) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    if site is not None:
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")]))
-    return subprocess.run(
-        [str(DETCORE), *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
-    )
+# In tests/fixtures, where the fixture plugins are found; a site directory
+# (the fixtures below) goes in ``plugin_paths``.
+detcore_cli = functools.partial(run_detcore, cwd=FIXTURES)
 
 
 @pytest.fixture()
@@ -201,21 +198,21 @@ def test_non_strict_manager_collects_problems_per_plugin(broken_site, monkeypatc
 
 @pytest.mark.slow
 def test_cli_lists_entry_point_plugins_and_reports_conflicts(site):
-    proc = detcore_cli("plugins", site=site)
+    proc = detcore_cli("plugins", plugin_paths=[site])
     assert proc.returncode == 0, proc.stderr
     assert "fxa  (detcore-fx-a 1.2.3)\n    backbones     fx_shared" in proc.stdout
     assert "fxb  (detcore-fx-b 0.4)\n    backbones     fx_shared" in proc.stdout
 
     shared = ("--set", "model.backbone={ type = 'fx_shared' }")
-    proc = detcore_cli("config", "check", GOOD, *shared, site=site)
+    proc = detcore_cli("config", "check", GOOD, *shared, plugin_paths=[site])
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "key 'model.backbone.type'" in proc.stderr
     assert "'fxa' (detcore-fx-a 1.2.3) and 'fxb' (detcore-fx-b 0.4)" in proc.stderr
     assert "Write 'fxa:fx_shared' or 'fxb:fx_shared'" in proc.stderr
 
     picked = ("--set", "model.backbone={ type = 'fxb:fx_shared', width = 4 }")
-    assert detcore_cli("config", "check", GOOD, *picked, site=site).returncode == 0
-    blocked = detcore_cli("config", "check", GOOD, *shared, "-p", "no:fxa", site=site)
+    assert detcore_cli("config", "check", GOOD, *picked, plugin_paths=[site]).returncode == 0
+    blocked = detcore_cli("config", "check", GOOD, *shared, "-p", "no:fxa", plugin_paths=[site])
     assert blocked.returncode == 0, blocked.stderr
 
 
@@ -235,7 +232,7 @@ def test_cli_describes_one_component(site):
     assert [r.split()[0] for r in rows] == list(params)
 
     # a plugin's component, its docstring-less factory and a qualified name
-    proc = detcore_cli("plugins", "fxb:fx_shared", site=site)
+    proc = detcore_cli("plugins", "fxb:fx_shared", plugin_paths=[site])
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("fx_shared  (backbone from plugin fxb, detcore-fx-b 0.4)")
     assert re.search(r"width +integer +8", proc.stdout) and "fxa" not in proc.stdout
@@ -252,7 +249,7 @@ def test_cli_describes_one_component(site):
 
 @pytest.mark.slow
 def test_cli_plugin_that_fails_to_import(broken_site):
-    proc = detcore_cli("plugins", site=broken_site)
+    proc = detcore_cli("plugins", plugin_paths=[broken_site])
     assert proc.returncode == 2 and proc.stdout == ""
     assert "Traceback" not in proc.stderr
     err = proc.stderr
@@ -260,10 +257,10 @@ def test_cli_plugin_that_fails_to_import(broken_site):
     assert "ModuleNotFoundError: No module named 'cv3'" in err
     assert "'-p no:fxbroken'" in err
     # Blocking it (by plugin or distribution name) gets the user going again.
-    assert detcore_cli("config", "check", GOOD, "-p", "no:fxbroken", site=broken_site).returncode == 0
-    assert detcore_cli("plugins", "-p", "no:detcore-fx-broken", site=broken_site).returncode == 0
+    assert detcore_cli("config", "check", GOOD, "-p", "no:fxbroken", plugin_paths=[broken_site]).returncode == 0
+    assert detcore_cli("plugins", "-p", "no:detcore-fx-broken", plugin_paths=[broken_site]).returncode == 0
     # --check reports it with the others instead of stopping.
-    check = detcore_cli("plugins", "--check", "-p", "fx_typo_hook", site=broken_site)
+    check = detcore_cli("plugins", "--check", "-p", "fx_typo_hook", plugin_paths=[broken_site])
     assert check.returncode == 1 and "Traceback" not in check.stdout + check.stderr
     assert "  fxbroken (detcore-fx-broken 0.9):" in check.stdout
     assert "  fx_typo_hook (local module" in check.stdout

@@ -3,9 +3,9 @@ catalog, and the errors a user gets (through real ``detcore`` processes)."""
 
 from __future__ import annotations
 
+import functools
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,16 +14,12 @@ from detcore.errors import RunFileError
 from detcore.plugins import get_plugin_manager
 from detcore.runfile import load_raw, load_run
 from detcore.runfile.loader import merge, parse_override, tomllib
+from detcore.testing import run_detcore
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GOOD = FIXTURES / "good.toml"
-DETCORE = Path(sys.executable).with_name("detcore")
-
-
-def detcore(*args, cwd=FIXTURES) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(DETCORE), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=60
-    )
+# In tests/fixtures unless told otherwise, where the fixture plugins are found.
+detcore = functools.partial(run_detcore, cwd=FIXTURES)
 
 
 @pytest.fixture()
@@ -153,8 +149,7 @@ def test_docs_switch_from_max_iters_to_max_epochs(tmp_path):
     assert "train.max_iters=" in args
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "demo_shapes.toml").write_text((repo / "configs" / "demo_shapes.toml").read_text())
-    made = subprocess.run([str(DETCORE), "coco", "make-shapes", "data/shapes", "--train", "4", "--val", "2"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    made = detcore("coco", "make-shapes", "data/shapes", "--train", "4", "--val", "2", cwd=tmp_path)
     assert made.returncode == 0, made.stderr
     proc = detcore("config", "show", "configs/demo_shapes.toml", *args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

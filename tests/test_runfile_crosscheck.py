@@ -6,10 +6,11 @@ mask detector on data without masks."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from detcore.testing import run_detcore
 
 pytest.importorskip("detcore_coco", reason="these run files use the coco dataset and metric")
 
@@ -60,8 +61,7 @@ def check(root: Path, **fields) -> subprocess.CompletedProcess:
                   stop_on="bbox_mAP_50")
     values.update(fields)
     (root / "run.toml").write_text(RUN.format(**values))
-    return subprocess.run([sys.executable, "-m", "detcore", "config", "check", "run.toml"], cwd=root,
-                          capture_output=True, text=True, timeout=120)
+    return run_detcore("config", "check", "run.toml", cwd=root)
 
 
 def test_a_consistent_run_file_passes(root):

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from detcore.testing import run_detcore
+
 pytestmark = pytest.mark.slow
 
 pytest.importorskip("detcore_coco", reason="these tests use the coco dataset and metric of detcore-coco")
@@ -31,17 +33,18 @@ TRAIN = {
 }
 
 
+QUIET = {"PYTHONWARNINGS": "ignore"}
+
+
 def env() -> dict:
     # One intra-op thread per process: on a busy 2-core machine torch's
     # default thread pool makes each step many times slower.
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    return {**os.environ, "OMP_NUM_THREADS": "1", **QUIET}
 
 
 def detcore(*args, cwd, check=True, timeout=300) -> subprocess.CompletedProcess:
-    r = subprocess.run(
-        [sys.executable, "-m", "detcore", *map(str, args)],
-        cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout,
-    )
+    """``run_detcore``; with ``check`` a non-zero exit fails the test with the output's tail."""
+    r = run_detcore(*args, cwd=cwd, env=QUIET, timeout=timeout)
     if check and r.returncode != 0:
         raise AssertionError(f"detcore {' '.join(map(str, args))} exited {r.returncode}:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
     return r
@@ -403,12 +406,8 @@ def test_onnx_export_without_onnx_says_what_to_install(tmp_path, shapes_run):
         "raise ModuleNotFoundError(\"No module named 'onnx'\", name='onnx')\n"
     )
     (tmp_path / "run.toml").write_text(shapes_run(TRAIN))
-    r = subprocess.run(
-        [sys.executable, "-m", "detcore", "export", "run.toml", "--checkpoint", "missing.pth",
-         "--format", "onnx", "--out", "m.onnx"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
-        env={**env(), "PYTHONPATH": os.pathsep.join([str(tmp_path / "shadow"), os.environ.get("PYTHONPATH", "")])},
-    )
+    r = run_detcore("export", "run.toml", "--checkpoint", "missing.pth", "--format", "onnx", "--out", "m.onnx",
+                    cwd=tmp_path, env=QUIET, plugin_paths=[tmp_path / "shadow"])
     assert r.returncode == 1, r.stderr
     assert "pip install 'detcore[onnx]'" in r.stderr and "Traceback" not in r.stderr
     assert "cannot be exported" not in r.stderr  # the model is not blamed

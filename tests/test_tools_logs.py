@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from detcore.cli import analyze, plot
+from detcore.testing import run_detcore
 
 
 def write_log(work_dir, *, data_time=0.01, best_at=2, slow_start=True, n_epochs=3, iters_per_epoch=4):
@@ -113,20 +114,14 @@ def test_plot_cli_overlays_runs(tmp_path):
     a = write_log(tmp_path / "baseline")
     b = write_log(tmp_path / "bigger_lr", best_at=0)
     out = tmp_path / "curves.png"
-    r = subprocess.run(
-        [sys.executable, "-m", "detcore", "plot", str(a), str(b), "--keys", "loss,bbox_mAP", "--out", str(out)],
-        capture_output=True, text=True,
-    )
+    r = run_detcore("plot", a, b, "--keys", "loss,bbox_mAP", "--out", out)
     assert r.returncode == 0, r.stderr
     assert "2 panel(s)" in r.stdout and "2 run(s)" in r.stdout
     c, h, w = _png_size(out)
     assert c in (3, 4) and w == 1000 and h == 340  # 2 panels of 5 x 3.4 inches at 100 dpi
 
     # a missing work dir is a one-line error, not a traceback
-    r = subprocess.run(
-        [sys.executable, "-m", "detcore", "plot", str(tmp_path / "nope"), "--out", str(out)],
-        capture_output=True, text=True,
-    )
+    r = run_detcore("plot", tmp_path / "nope", "--out", out)
     assert r.returncode == 1 and "no such work directory" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -152,10 +147,10 @@ def test_plot_without_matplotlib_says_how_to_install(tmp_path):
 @pytest.mark.slow
 def test_analyze_cli(tmp_path):
     wd = write_log(tmp_path / "run")
-    r = subprocess.run([sys.executable, "-m", "detcore", "analyze", str(wd)], capture_output=True, text=True)
+    r = run_detcore("analyze", wd)
     assert r.returncode == 0, r.stderr
     assert "best bbox_mAP:" in r.stdout and "0.5000" in r.stdout and "time per iteration:  100.0 ms" in r.stdout
-    r = subprocess.run([sys.executable, "-m", "detcore", "analyze", str(wd), "--json"], capture_output=True, text=True)
+    r = run_detcore("analyze", wd, "--json")
     assert json.loads(r.stdout)[str(wd)]["best_iter"] == 12
 
 

@@ -110,25 +110,6 @@ def _random_statistics(state: dict, seed: int) -> dict:
     return out
 
 
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory):
-    """$TORCH_HOME for the module: files are written on first use; a
-    download attempt fails as on an offline machine."""
-    home = tmp_path_factory.mktemp("torch_home")
-    checkpoints = home / "hub" / "checkpoints"
-    checkpoints.mkdir(parents=True)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("TORCH_HOME", str(home))
-    mp.setattr(torch.hub, "_hub_dir", None)
-
-    def offline(url, *args, **kwargs):
-        raise OSError(f"[Errno 101] Network is unreachable: {url}")
-
-    mp.setattr(torch.hub, "download_url_to_file", offline)
-    yield checkpoints
-    mp.undo()
-
-
 def _put(hub, full_name: str, make_state) -> None:
     path = hub / os.path.basename(get_weight(full_name).url)
     if not path.exists():
@@ -306,12 +287,12 @@ def _norm_summary(model: nn.Module) -> set:
 TV_SIZES = {"min_size": 800, "max_size": 1333}
 
 
-def test_hyperparameter_comparison_sees_the_old_mobilenet_batchnorm(catalog, hub):
+def test_hyperparameter_comparison_sees_the_old_mobilenet_batchnorm(catalog, module_torch_hub):
     """The comparison is not blind: MobileNetV3's classification BatchNorm
     (what detcore used to build) is reported layer by layer."""
     from functools import partial
 
-    ours, theirs = build_pair(catalog, hub, "fasterrcnn_mobilenet_v3_large_fpn", "scratch", **TV_SIZES)
+    ours, theirs = build_pair(catalog, module_torch_hub, "fasterrcnn_mobilenet_v3_large_fpn", "scratch", **TV_SIZES)
     old = torchvision.models.mobilenet_v3_large(norm_layer=partial(nn.BatchNorm2d, eps=0.001, momentum=0.01))
     body = ours.backbone.body
     for name, m in old.features.named_modules():
@@ -409,8 +390,8 @@ def _behaviour_params():
 
 
 @pytest.mark.parametrize("builder, mode", _behaviour_params())
-def test_same_hyperparameters_outputs_losses_and_training_as_torchvision(catalog, hub, builder, mode):
-    ours, theirs = build_pair(catalog, hub, builder, mode, **_runtime(builder))
+def test_same_hyperparameters_outputs_losses_and_training_as_torchvision(catalog, module_torch_hub, builder, mode):
+    ours, theirs = build_pair(catalog, module_torch_hub, builder, mode, **_runtime(builder))
 
     # hyperparameters: what a state dict never shows
     diffs = [d for d in hyperparameter_differences(ours, theirs)

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from detcore_voc import plugin
 
+from detcore.testing import run_detcore
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "bccd.toml"
 BCCD = Path(__file__).resolve().parents[4] / "shared" / "data" / "bccd"
 
@@ -69,14 +71,7 @@ REPO = Path(__file__).resolve().parents[3]
 @pytest.mark.slow
 @pytest.mark.skipif(not (REPO.parent / "shared" / "data" / "bccd").is_dir(), reason="shared BCCD data not present")
 def test_readme_check_command_from_the_repository_root():
-    import subprocess
-    import sys
-
-    detcore = Path(sys.executable).with_name("detcore")
-    proc = subprocess.run(
-        [str(detcore), "config", "check", "plugins/detcore-voc/examples/bccd.toml"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-    )
+    proc = run_detcore("config", "check", "plugins/detcore-voc/examples/bccd.toml", cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     assert "OK (detector 'fcos', data: train, val, test, 1 metric(s), 0 hook(s))" in proc.stdout
     assert "detcore config check plugins/detcore-voc/examples/bccd.toml" in (REPO / "plugins/detcore-voc/README.md").read_text()
