@@ -14,8 +14,9 @@ what a resume that replays the data loader pays first.
     python benchmarks/resume.py
     python benchmarks/resume.py --images 4000 --late 1900 --size 128
 
-Uses the small test detector of tests/runner_plugins (the model is not what
-is measured).
+Trains the runner tests' run (tests/runner_plugins/runner_testutil.py: a
+small test detector; the model is not what is measured) and stops it with
+``detcore.testing.StopAt``.
 """
 
 from __future__ import annotations
@@ -30,50 +31,12 @@ import time
 from pathlib import Path
 
 from detcore import hookimpl
+from detcore.testing import StopAt
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "runner_plugins"))
 
-RUN = """\
-plugins = ["runner_testkit"]
-seed = 0
-device = "cpu"
-
-[model]
-type = "tiny_det"
-num_classes = 3
-
-[data]
-batch_size = 2
-workers = {workers}
-
-[data.train]
-type = "synthetic"
-num_images = {images}
-image_size = {size}
-transforms = [{{ type = "random_horizontal_flip" }}]
-
-[optimizer]
-lr = 0.01
-
-[train]
-max_epochs = 1
-log_interval = 50
-
-[checkpoint]
-interval = 1
-keep = -1
-"""
-
-
-class StopAt:
-    def __init__(self, at: int):
-        self.at = at
-
-    @hookimpl
-    def detcore_after_train_iter(self, runner, iteration, losses):
-        if runner.iter >= self.at:
-            runner.stop_training = True
+from runner_testutil import write_run  # noqa: E402
 
 
 class FirstIter:
@@ -141,8 +104,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="detcore-resume-"))
-    run_file = tmp / "resume.toml"
-    run_file.write_text(RUN.format(images=args.images, size=args.size, workers=args.workers))
+    data = {"workers": args.workers, "train": {"num_images": args.images, "image_size": args.size}}
+    run_file = write_run(tmp, name="resume.toml", train={"max_epochs": 1, "log_interval": 50}, data=data)
     t = time.perf_counter()
     train(run_file, tmp / "prep", StopAt(args.early))
     early = tmp / "prep" / f"iter_{args.early}.pth"

@@ -63,6 +63,7 @@ __all__ = [
     "detcore_tester",
     "read_scalars",
     "run_detcore",
+    "start_detcore",
     "tiny_run",
     "write_runfile",
 ]
@@ -359,7 +360,7 @@ def run_detcore(
     *args: str | os.PathLike,
     cwd: str | os.PathLike | None = None,
     plugin_paths: Sequence[str | os.PathLike] = (),
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, str | None] | None = None,
     timeout: float = 300,
     terminal: bool = False,
 ) -> subprocess.CompletedProcess:
@@ -368,21 +369,43 @@ def run_detcore(
 
     ``plugin_paths`` go first on the child's ``PYTHONPATH`` (for ``-p
     MODULE`` plugins that are not installed); ``env`` is added to this
-    process's environment. Torch is pinned to one thread
-    (``OMP_NUM_THREADS=1``) unless ``env`` says otherwise: several torch
-    processes on few cores otherwise run many times slower. With
-    ``terminal=True`` stdout and stderr are one pseudo-terminal (what a user
-    at a console sees: progress bars, colours), returned as ``stdout``."""
+    process's environment (a value ``None`` removes that variable). Torch is
+    pinned to one thread (``OMP_NUM_THREADS=1``) unless ``env`` says
+    otherwise: several torch processes on few cores otherwise run many times
+    slower. With ``terminal=True`` stdout and stderr are one pseudo-terminal
+    (what a user at a console sees: progress bars, colours), returned as
+    ``stdout``."""
+    cmd, full_env = _detcore_command(args, plugin_paths, env)
+    if not terminal:
+        return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    return _run_on_terminal(cmd, cwd, full_env, timeout)
+
+
+def start_detcore(
+    *args: str | os.PathLike,
+    cwd: str | os.PathLike | None = None,
+    plugin_paths: Sequence[str | os.PathLike] = (),
+    env: Mapping[str, str | None] | None = None,
+) -> subprocess.Popen:
+    """Start ``detcore ARGS`` as :func:`run_detcore` runs it (same command
+    and environment) without waiting for it, stdout and stderr text pipes:
+    for a test that acts while a run is alive (a second run in the same work
+    dir, two jobs at once). ``proc.communicate(timeout=...)`` collects it."""
+    cmd, full_env = _detcore_command(args, plugin_paths, env)
+    return subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _detcore_command(
+    args: Sequence[str | os.PathLike], plugin_paths: Sequence[str | os.PathLike], env: Mapping[str, str | None] | None
+) -> tuple[list[str], dict[str, str]]:
     exe = Path(sys.executable).with_name("detcore")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "detcore"]
     cmd += [str(a) for a in args]
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **(env or {})}
     if plugin_paths:
-        paths = [str(p) for p in plugin_paths] + [full_env.get("PYTHONPATH", "")]
+        paths = [str(p) for p in plugin_paths] + [full_env.get("PYTHONPATH") or ""]
         full_env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
-    if not terminal:
-        return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
-    return _run_on_terminal(cmd, cwd, full_env, timeout)
+    return cmd, {k: v for k, v in full_env.items() if v is not None}
 
 
 def _run_on_terminal(cmd: list[str], cwd, env: dict, timeout: float) -> subprocess.CompletedProcess:

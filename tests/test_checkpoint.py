@@ -12,7 +12,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent / "runner_plugins"))
 
-from runner_testutil import cli, write_run  # noqa: E402
+from runner_testutil import VAL, cli, write_run  # noqa: E402
 
 from detcore.engine import checkpoint as ck  # noqa: E402
 from detcore.errors import CheckpointError  # noqa: E402
@@ -22,9 +22,7 @@ from detcore.errors import CheckpointError  # noqa: E402
 def trained(tmp_path_factory):
     """A run with validation: interval checkpoints and a best one."""
     d = tmp_path_factory.mktemp("trained")
-    run = write_run(d, schedule="max_epochs = 2", val=True)
-    text = run.read_text().replace("keep = -1\n", "keep = -1\nsave_best = \"score\"\n")
-    run.write_text(text)
+    run = write_run(d, VAL, train={"max_epochs": 2}, checkpoint={"save_best": "score"})
     assert cli("train", str(run), "--work-dir", str(d / "w")) == 0
     return d / "w"
 
@@ -87,7 +85,7 @@ def test_keep_last_n(tmp_path):
 
 
 def test_auto_resume_skips_truncated_and_foreign_newest(tmp_path):
-    run = write_run(tmp_path, schedule="max_iters = 3")
+    run = write_run(tmp_path, train={"max_iters": 3})
     w = tmp_path / "w"
     # Nothing to resume from yet: --resume auto starts from scratch.
     assert cli("train", str(run), "--work-dir", str(w), "--resume", "auto") == 0
@@ -104,7 +102,7 @@ def test_auto_resume_skips_truncated_and_foreign_newest(tmp_path):
     assert found[0].name == "iter_2.pth"
     assert any("iter_9.pth" in m and "not a detcore training checkpoint" in m for m in msgs)
     # The CLI continues from iteration 2 to 3 and says why it skipped.
-    run.write_text(run.read_text().replace("max_iters = 3", "max_iters = 4"))
+    run = write_run(tmp_path, train={"max_iters": 4})
     assert cli("train", str(run), "--work-dir", str(w), "--resume", "auto") == 0
     log = "\n".join(p.read_text() for p in w.glob("*.log"))  # both runs' logs
     assert "skipping" in log and "iter_3.pth" in log and "resumed from" in log and "iter_2.pth" in log
@@ -112,7 +110,7 @@ def test_auto_resume_skips_truncated_and_foreign_newest(tmp_path):
 
 
 def test_resume_from_a_bad_path_is_a_clear_error(tmp_path, capsys):
-    run = write_run(tmp_path, schedule="max_iters = 1")
+    run = write_run(tmp_path, train={"max_iters": 1})
     (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
     assert cli("train", str(run), "--work-dir", str(tmp_path / "w"), "--resume", str(tmp_path / "bad.pth")) == 1
     err = capsys.readouterr().err
@@ -144,7 +142,7 @@ def test_load_from_with_other_num_classes_reports_heads(tmp_path, capsys):
                 assert torch.equal(v, src.state_dict()[k]), k
         assert not torch.equal(dst.head["cls_logits"].bias, src.head["cls_logits"].bias[:3])
     # Through the CLI: the report is printed and logged.
-    run = write_run(tmp_path, schedule="max_iters = 1")
+    run = write_run(tmp_path, train={"max_iters": 1})
     assert cli("train", str(run), "--work-dir", str(tmp_path / "w"), "--load-from", str(tmp_path / "plain.pth")) == 0
     out = capsys.readouterr().out
     assert "2 skipped for shape" in out and "head.cls_logits.weight" in out
@@ -184,8 +182,8 @@ def test_class_names_checked_against_test_dataset(trained):
 
 
 def test_resume_with_other_classes_is_refused(trained, tmp_path, capsys):
-    run = write_run(tmp_path, schedule="max_epochs = 3")
-    run.write_text(run.read_text().replace("num_classes = 3\ntransforms", "classes = [\"x\", \"y\", \"z\"]\ntransforms"))
+    # The training set's classes named instead of counted (None: left out of the file).
+    run = write_run(tmp_path, train={"max_epochs": 3}, data={"train": {"num_classes": None, "classes": ["x", "y", "z"]}})
     assert cli("train", str(run), "--work-dir", str(tmp_path / "w"), "--resume", str(trained / "epoch_2.pth")) == 1
     err = capsys.readouterr().err
     assert "['class0', 'class1', 'class2']" in err and "['x', 'y', 'z']" in err

@@ -6,10 +6,8 @@ of a tensor record of the zip archive."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import struct
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -19,7 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent / "runner_plugins"))
 
-from runner_testutil import HERE, cli, write_run  # noqa: E402
+from runner_testutil import VAL, cli, cli_subprocess, write_run  # noqa: E402
 
 from detcore.engine.checkpoint import find_resume, read_checkpoint  # noqa: E402
 from detcore.engine.integrity import payload_digest, seal, verify  # noqa: E402
@@ -80,7 +78,7 @@ def test_a_checkpoint_without_digest_loads_unverified(tmp_path):
 
 
 def test_auto_resume_skips_a_bit_flipped_checkpoint(tmp_path, capsys):
-    run = write_run(tmp_path, schedule="max_iters = 4", ckpt_interval=2)
+    run = write_run(tmp_path, train={"max_iters": 4}, checkpoint={"interval": 2})
     assert cli("train", str(run), "--work-dir", str(tmp_path / "w"), *WIDE) == 0
     newest = tmp_path / "w" / "iter_4.pth"
     good = torch.load(newest, weights_only=True)
@@ -95,7 +93,7 @@ def test_auto_resume_skips_a_bit_flipped_checkpoint(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"auto-resume: skipping {newest}" in out and "checksum mismatch" in out
 
-    run6 = write_run(tmp_path, schedule="max_iters = 6", ckpt_interval=2, name="run6.toml")
+    run6 = write_run(tmp_path, train={"max_iters": 6}, checkpoint={"interval": 2}, name="run6.toml")
     assert cli("train", str(run6), "--work-dir", str(tmp_path / "w"), *WIDE, "--resume", "auto") == 0
     out = capsys.readouterr().out
     assert "checksum mismatch" in out and f"resumed from {tmp_path / 'w' / 'iter_2.pth'}" in out
@@ -104,19 +102,17 @@ def test_auto_resume_skips_a_bit_flipped_checkpoint(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_test_predict_and_load_from_refuse_a_bit_flipped_checkpoint(tmp_path):
-    run = write_run(tmp_path, schedule="max_iters = 2", ckpt_interval=2, val=True)
+    run = write_run(tmp_path, VAL, train={"max_iters": 2}, checkpoint={"interval": 2})
     assert cli("train", str(run), "--work-dir", str(tmp_path / "w"), *WIDE, "--no-validate") == 0
     corrupt = tmp_path / "corrupt.pth"
     shutil.copy(tmp_path / "w" / "iter_2.pth", corrupt)
     flip_4k_in_largest_tensor(corrupt)
 
-    detcore = [sys.executable, "-m", "detcore", "-p", "runner_testkit"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
     for argv in (
         ["test", str(run), "--checkpoint", str(corrupt), *WIDE],
         ["train", str(run), "--work-dir", str(tmp_path / "ft"), "--load-from", str(corrupt), *WIDE],
     ):
-        proc = subprocess.run([*detcore, *argv], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=240)
+        proc = cli_subprocess(*argv, cwd=tmp_path)
         assert proc.returncode == 1, proc.stdout + proc.stderr
         assert "Traceback" not in proc.stderr
         last = proc.stderr.strip().splitlines()[-1]

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "hooks_plugins"))
-from hooks_runs import detcore_cli, detcore_on_terminal, train, write_run  # noqa: E402
+from hooks_runs import PLUGINS_DIR, train, write_run  # noqa: E402
+
+from detcore.testing import run_detcore  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +36,7 @@ def log_file(work: Path) -> str:
 
 def test_plain_lines_when_stdout_is_not_a_terminal(tmp_path):
     path = write_run(tmp_path, [], train=SCHEDULE)
-    proc = detcore_cli("train", str(path), cwd=tmp_path)
+    proc = run_detcore("train", path, cwd=tmp_path, plugin_paths=[PLUGINS_DIR])
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "\r" not in out and "it/s" not in out  # no bar
@@ -61,8 +63,9 @@ def test_plain_lines_when_stdout_is_not_a_terminal(tmp_path):
 
 def test_progress_bar_on_a_terminal(tmp_path):
     path = write_run(tmp_path, [], train=SCHEDULE)
-    status, out = detcore_on_terminal("train", str(path), cwd=tmp_path)
-    assert status == 0, out
+    proc = run_detcore("train", path, cwd=tmp_path, plugin_paths=[PLUGINS_DIR], terminal=True)
+    out = proc.stdout
+    assert proc.returncode == 0, out
     # A bar per epoch with the loss, lr and ETA, and one per validation.
     for epoch in (1, 2):
         assert re.search(rf"\repoch {epoch}/2: +100%\|[^\r]*\| 2/2 \[[^\r]*loss {NUMBER} lr 0\.02 eta \d+:\d\d:\d\d\]", out), out
@@ -82,9 +85,9 @@ def test_a_progress_table_sets_mode_and_interval(tmp_path, capsys):
     # Lines on a terminal, one every iteration: the runner's lines at 3 and 4,
     # the progress lines at 1 and 2, none twice.
     path = write_run(tmp_path, [{"type": "progress", "mode": "lines", "interval": 1}], name="lines", train=SCHEDULE)
-    status, out = detcore_on_terminal("train", str(path), cwd=tmp_path)
-    assert status == 0, out
-    out = out.replace("\r\n", "\n")
+    proc = run_detcore("train", path, cwd=tmp_path, plugin_paths=[PLUGINS_DIR], terminal=True)
+    assert proc.returncode == 0, proc.stdout
+    out = proc.stdout.replace("\r\n", "\n")
     assert "it/s" not in out and iteration_lines(out) == [1, 2, 3, 4]
     # A bar into a pipe when asked for (here: pytest's captured stdout).
     path = write_run(tmp_path, [{"type": "progress", "mode": "bar"}], name="bar", train={"max_epochs": 1})
@@ -96,7 +99,7 @@ def test_a_progress_table_sets_mode_and_interval(tmp_path, capsys):
 
 def test_progress_table_is_checked(tmp_path):
     path = write_run(tmp_path, [{"type": "progress", "interval": 0}], train=SCHEDULE)
-    proc = detcore_cli("config", "check", str(path), cwd=tmp_path)
+    proc = run_detcore("config", "check", path, cwd=tmp_path, plugin_paths=[PLUGINS_DIR])
     assert proc.returncode == 2
     assert "hooks[0].interval" in proc.stderr and "positive integer" in proc.stderr
 
@@ -107,9 +110,8 @@ def test_docs_console_table_is_a_valid_run_file_table(tmp_path):
     section = doc.split("## The console", 1)[1].split("\n## ", 1)[0]
     block = re.search(r"```toml\n(.*?)```", section, re.S).group(1)
     assert 'type = "progress"' in block
-    path = write_run(tmp_path, [], train=SCHEDULE)
-    text = re.sub(r"^hooks = \[\]\n", "", path.read_text(), flags=re.M)
-    path.write_text(text + "\n" + block)
-    proc = detcore_cli("config", "check", str(path), cwd=tmp_path)
+    path = write_run(tmp_path, None, train=SCHEDULE)  # the block's [[hooks]] only
+    path.write_text(path.read_text() + "\n" + block)
+    proc = run_detcore("config", "check", path, cwd=tmp_path, plugin_paths=[PLUGINS_DIR])
     assert proc.returncode == 0, proc.stderr
     assert "1 hook(s)" in proc.stdout

@@ -9,15 +9,15 @@ metric and hooks are the test plugin tests/dist_plugins/detcore_dist_testkit.py.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from detcore.testing import read_scalars, run_detcore, start_detcore, tiny_run, write_runfile
 
 pytestmark = pytest.mark.slow
 
@@ -28,99 +28,55 @@ COLLECTIVE_TIMEOUT_S = 8
 SLOW_METRIC_S = 9  # longer than the collective timeout
 
 
-def run_file(path: Path, *, batch_size: int, sleep_s: float = 0, hooks: str = "") -> Path:
-    path.write_text(
-        f"""
-seed = 0
-plugins = ["detcore_dist_testkit"]
-device = "cpu"
-
-[model]
-type = "dist_tiny_det"
-num_classes = 3
-
-[data]
-batch_size = {batch_size}
-workers = 0
-aspect_ratio_grouping = false
-
-[data.train]
-type = "synthetic"
-num_images = 16
-image_size = 32
-seed = 1
-
-[data.val]
-type = "synthetic"
-num_images = {VAL_SIZE}
-image_size = 32
-seed = 2
-
-[optimizer]
-type = "sgd"
-lr = 0.05
-momentum = 0.9
-weight_decay = 1e-4
-
-[lr_schedule]
-type = "constant"
-warmup = "none"
-
-[auto_scale_lr]  # 0.05 x global batch 4 / 8: only the global batch gives 0.025
-enable = true
-base_batch_size = 8
-
-[train]
-max_iters = {MAX_ITERS}
-val_interval = 4
-log_interval = 1
-
-[checkpoint]
-interval = 4
-keep = -1
-
-[dist]
-timeout_s = {COLLECTIVE_TIMEOUT_S}
-eval_timeout_s = 120
-
-[[metrics]]
-type = "prediction_summary"
-sleep_s = {sleep_s}
-sleep_calls = 1
-
-[[hooks]]
-type = "save_params"
-{hooks}"""
+def run_file(path: Path, *, batch_size: int, sleep_s: float = 0, hooks: list[dict] = (), **changes) -> Path:
+    """A run of the test plugin's detector on 16 training and VAL_SIZE
+    validation images, MAX_ITERS iterations, validated and saved every 4;
+    every rank's parameters saved at the end (``save_params``), then
+    ``hooks``; ``changes`` merged in."""
+    run = tiny_run(
+        {
+            "plugins": ["detcore_dist_testkit"],
+            "model": {"type": "dist_tiny_det", "num_classes": 3},
+            "data": {
+                "batch_size": batch_size,
+                "aspect_ratio_grouping": False,
+                "train": {"type": "synthetic", "num_images": 16, "image_size": 32, "seed": 1},
+                "val": {"type": "synthetic", "num_images": VAL_SIZE, "image_size": 32, "seed": 2},
+            },
+            "optimizer": {"type": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4},
+            "lr_schedule": {"type": "constant", "warmup": "none"},
+            # 0.05 x global batch 4 / 8: only the global batch gives 0.025
+            "auto_scale_lr": {"enable": True, "base_batch_size": 8},
+            "train": {"max_iters": MAX_ITERS, "val_interval": 4, "log_interval": 1},
+            "checkpoint": {"interval": 4, "keep": -1},
+            "dist": {"timeout_s": COLLECTIVE_TIMEOUT_S, "eval_timeout_s": 120},
+            "metrics": [{"type": "prediction_summary", "sleep_s": sleep_s, "sleep_calls": 1}],
+            "hooks": [{"type": "save_params"}, *hooks],
+        },
+        changes,
     )
-    return path
+    return write_runfile(path, run)
 
 
-def env() -> dict:
-    e = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "TORCHELASTIC_"))}
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        e.pop(k, None)
-    e["PYTHONPATH"] = os.pathsep.join([str(PLUGINS), e.get("PYTHONPATH", "")])
-    e["OMP_NUM_THREADS"] = "1"
-    return e
+# A launcher's variables would make the child a worker of this process's job.
+NOT_LAUNCHED = {
+    k: None
+    for k in os.environ
+    if k.startswith(("SLURM_", "TORCHELASTIC_")) or k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+}
 
 
-def train_cmd(run: Path, work_dir: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "detcore", "train", str(run), "--work-dir", str(work_dir), *args]
+def train(run: Path, work_dir: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return run_detcore("train", run, "--work-dir", work_dir, *args, plugin_paths=[PLUGINS], env=NOT_LAUNCHED, timeout=timeout)
 
 
 def start(run: Path, work_dir: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        train_cmd(run, work_dir, *args),
-        env=env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return start_detcore("train", run, "--work-dir", work_dir, *args, plugin_paths=[PLUGINS], env=NOT_LAUNCHED)
 
 
-def finish(proc: subprocess.Popen, timeout: float = 240) -> tuple[int, str, str]:
+def finish(proc: subprocess.Popen, timeout: float = 240) -> subprocess.CompletedProcess:
     out, err = proc.communicate(timeout=timeout)
-    return proc.returncode, out, err
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def params(work_dir: Path, rank: int) -> dict:
@@ -130,8 +86,7 @@ def params(work_dir: Path, rank: int) -> dict:
 
 
 def scalars(work_dir: Path, mode: str) -> dict[int, dict]:
-    rows = [json.loads(line) for line in (work_dir / "scalars.jsonl").read_text().splitlines()]
-    return {r["iter"]: r for r in rows if r.get("mode") == mode}
+    return {r["iter"]: r for r in read_scalars(work_dir, mode)}
 
 
 @pytest.fixture(scope="module")
@@ -142,9 +97,7 @@ def runs(tmp_path_factory):
     d = tmp_path_factory.mktemp("dist_train")
     straight = run_file(d / "straight.toml", batch_size=2, sleep_s=SLOW_METRIC_S)
     fast = run_file(d / "fast.toml", batch_size=2)
-    stop = run_file(
-        d / "stop.toml", batch_size=2, hooks='[[hooks]]\ntype = "stop_at"\nat_iter = 4\n'
-    )
+    stop = run_file(d / "stop.toml", batch_size=2, hooks=[{"type": "stop_at", "at_iter": 4}])
     single = run_file(d / "single.toml", batch_size=4)
     out = {"dir": d}
     t0 = time.monotonic()
@@ -154,14 +107,13 @@ def runs(tmp_path_factory):
     }
     out.update({name: finish(p) for name, p in procs.items()})
     out["concurrent_s"] = time.monotonic() - t0
-    out["single"] = finish(start(single, d / "single"))
-    out["resumed"] = finish(start(fast, d / "stopped", "--nproc", "2", "--resume", "auto"))
+    out["single"] = train(single, d / "single")
+    out["resumed"] = train(fast, d / "stopped", "--nproc", "2", "--resume", "auto")
     return out
 
 
-def ok(result) -> None:
-    rc, _, err = result
-    assert rc == 0, err[-4000:]
+def ok(result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == 0, result.stderr[-4000:]
 
 
 def test_two_concurrent_nproc_jobs_both_finish(runs):
@@ -231,7 +183,7 @@ def test_slow_metric_longer_than_collective_timeout_completes(runs):
     assert resolved["dist"]["timeout_s"] == COLLECTIVE_TIMEOUT_S
     assert sorted(scalars(d, "val")) == [4, MAX_ITERS]
     assert set(range(5, MAX_ITERS + 1)) <= set(scalars(d, "train"))
-    assert "Timed out" not in log and "timed out" not in runs["straight"][2]
+    assert "Timed out" not in log and "timed out" not in runs["straight"].stderr
 
 
 def test_resume_two_process_continues_same_trajectory(runs):
@@ -242,7 +194,7 @@ def test_resume_two_process_continues_same_trajectory(runs):
     d = runs["dir"]
     straight_losses = scalars(d / "straight", "train")
     resumed_losses = scalars(d / "stopped", "train")
-    assert "resumed from" in runs["resumed"][1] + runs["resumed"][2]
+    assert "resumed from" in runs["resumed"].stdout + runs["resumed"].stderr
     for it in range(5, MAX_ITERS + 1):
         assert resumed_losses[it]["loss"] == straight_losses[it]["loss"], it
     straight, r0, r1 = params(d / "straight", 0), params(d / "stopped", 0), params(d / "stopped", 1)
@@ -252,16 +204,12 @@ def test_resume_two_process_continues_same_trajectory(runs):
 
 
 def test_failing_rank_ends_the_job_with_its_error(tmp_path):
-    run = run_file(
-        tmp_path / "fail.toml",
-        batch_size=2,
-        hooks='[[hooks]]\ntype = "fail_on_rank"\nrank = 1\nat_iter = 2\n',
-    )
+    run = run_file(tmp_path / "fail.toml", batch_size=2, hooks=[{"type": "fail_on_rank", "rank": 1, "at_iter": 2}])
     t0 = time.monotonic()
-    rc, _, err = finish(start(run, tmp_path / "w", "--nproc", "2"), timeout=120)
+    proc = train(run, tmp_path / "w", "--nproc", "2", timeout=120)
     elapsed = time.monotonic() - t0
-    assert rc != 0
-    last = err.strip().splitlines()[-1]
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("detcore: error: rank 1 of 2 failed with exit code 1: ")
     assert "RuntimeError: injected failure on rank 1 at iteration 2" in last
     assert elapsed < 90  # no hang until a collective timeout
@@ -273,12 +221,10 @@ def test_taken_port_is_a_one_line_error(tmp_path):
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        rc, out, err = finish(
-            start(run, tmp_path / "w", "--nproc", "2", "--set", f"dist.port={port}"), timeout=60
-        )
-    assert rc != 0
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1, err
+        proc = train(run, tmp_path / "w", "--nproc", "2", "--set", f"dist.port={port}", timeout=60)
+    assert proc.returncode != 0
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
     assert lines[0].startswith(f"detcore: error: port {port} (dist.port) is already in use")
     assert "--set dist.port=" in lines[0]
     assert not (tmp_path / "w").exists()
@@ -323,9 +269,7 @@ def test_rank_failing_in_validation_ends_the_job_promptly_naming_it(tmp_path):
     rank 0, waiting to gather, stops at once (not at a collective timeout,
     not SIGKILLed by the launcher), and the job names rank 1's error."""
     run = run_file(
-        tmp_path / "valfail.toml",
-        batch_size=2,
-        hooks='[[hooks]]\ntype = "fail_in_validation"\nrank = 1\nat_iter = 8\n',
+        tmp_path / "valfail.toml", batch_size=2, hooks=[{"type": "fail_in_validation", "rank": 1, "at_iter": 8}]
     )
     rc, err, after = _run_timed(run, tmp_path / "w", "injected failure on rank 1 in validation")
     assert rc == 1, err[-3000:]
@@ -344,11 +288,9 @@ def test_rank_hanging_in_validation_is_named_not_reported_as_rank_0(tmp_path):
     """Rank 1 stops making progress in validation: rank 0 names it after
     dist.eval_timeout_s instead of failing with its own gloo timeout."""
     run = run_file(
-        tmp_path / "valhang.toml",
-        batch_size=2,
-        hooks='[[hooks]]\ntype = "hang_in_validation"\nrank = 1\nat_iter = 8\n',
+        tmp_path / "valhang.toml", batch_size=2, hooks=[{"type": "hang_in_validation", "rank": 1, "at_iter": 8}],
+        dist={"eval_timeout_s": 6},
     )
-    run.write_text(run.read_text().replace("eval_timeout_s = 120", "eval_timeout_s = 6"))
     rc, err, _ = _run_timed(run, tmp_path / "w", "rank 1 of 2 hung", timeout=400)
     assert rc == 1, err[-3000:]
     last = err.strip().splitlines()[-1]

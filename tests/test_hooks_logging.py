@@ -4,14 +4,15 @@ tests/test_console.py.)"""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "hooks_plugins"))
-from hooks_runs import detcore_cli, train, write_run  # noqa: E402
+from hooks_runs import PLUGINS_DIR, train, write_run  # noqa: E402
+
+from detcore.testing import read_scalars, run_detcore  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -34,8 +35,7 @@ def test_tensorboard_event_files_hold_losses_lr_and_metrics(tmp_path):
     assert [(e.step, e.value) for e in events.Scalars("val/score")] == [(2, pytest.approx(0.1)), (4, pytest.approx(0.2))]
     assert all(e.value == pytest.approx(0.02) for e in events.Scalars("train/lr"))
     # The same numbers as the runner's own scalars.jsonl (log_interval 1).
-    logged = [json.loads(line) for line in (work / "scalars.jsonl").read_text().splitlines()]
-    train_records = {r["iter"]: r for r in logged if r["mode"] == "train"}
+    train_records = {r["iter"]: r for r in read_scalars(work, "train")}
     for tag in (*TERMS, "loss"):
         for e in events.Scalars(f"train/{tag}"):
             assert e.value == pytest.approx(train_records[e.step][tag], rel=1e-5)
@@ -43,7 +43,7 @@ def test_tensorboard_event_files_hold_losses_lr_and_metrics(tmp_path):
 
 def test_run_file_naming_a_hook_without_detcore_hooks(tmp_path):
     path = write_run(tmp_path, [{"type": "ema"}])
-    proc = detcore_cli("train", str(path), "-p", "no:hooks", cwd=tmp_path)
+    proc = run_detcore("train", path, "-p", "no:hooks", cwd=tmp_path, plugin_paths=[PLUGINS_DIR])
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     err = proc.stderr + proc.stdout

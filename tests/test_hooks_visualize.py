@@ -14,7 +14,7 @@ from PIL import Image
 from detcore.visualize import CAPTION_BACKGROUND, class_color
 
 sys.path.insert(0, str(Path(__file__).parent / "hooks_plugins"))
-from hooks_runs import BASE, SIZE, train, write_run  # noqa: E402
+from hooks_runs import SIZE, VAL, train, write_run  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ def work(tmp_path_factory):
         {"type": "visualize", "num_images": 3, "score_thr": 0.0},
         {"type": "profiler", "wait": 1, "warmup": 1, "active": 1},
     ]
-    val = {**BASE["data"]["val"], "max_objects": 1}
+    val = {**VAL, "max_objects": 1}
     path = write_run(tmp, hooks, data={"val": val})
     assert train(path) == 0
     return tmp / "run", val

@@ -111,9 +111,10 @@ def test_transforms_run_after_mixing_and_mixing_stops_for_the_last_epochs():
 
 
 def test_run_file_trains_with_mixing_and_closes_it_for_the_last_epoch(tmp_path):
-    from runner_testutil import cli, write_run
+    from runner_testutil import cli, tiny_det_run
 
     from detcore.data.mixing import MultiImageMix as Mix
+    from detcore.testing import write_runfile
 
     seen = []
     original = Mix.set_epoch
@@ -124,13 +125,12 @@ def test_run_file_trains_with_mixing_and_closes_it_for_the_last_epoch(tmp_path):
 
     Mix.set_epoch = spy
     try:
-        run = write_run(tmp_path, schedule="max_epochs = 3")
-        text = run.read_text().replace(
-            '[data.train]\ntype = "synthetic"',
-            '[data.train]\ntype = "multi_image_mix"\nmosaic_size = 32\nmixup_p = 0.5\nclose_last_epochs = 1\n'
-            'transforms = [{ type = "resize", size = 32 }]\n[data.train.dataset]\ntype = "synthetic"',
-        )
-        run.write_text(text)
+        run = tiny_det_run(train={"max_epochs": 3})
+        run["data"]["train"] = {
+            "type": "multi_image_mix", "mosaic_size": 32, "mixup_p": 0.5, "close_last_epochs": 1,
+            "transforms": [{"type": "resize", "size": 32}], "dataset": run["data"]["train"],
+        }
+        run = write_runfile(tmp_path / "run.toml", run)
         assert cli("train", str(run), "--work-dir", str(tmp_path / "w")) == 0
     finally:
         Mix.set_epoch = original
@@ -146,9 +146,12 @@ def test_docs_example_is_a_valid_run_file_table(tmp_path):
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "data.md").read_text()
     block = re.search(r"<!-- mixing-example -->\n```toml\n(.*?)\n```", doc, re.S).group(1)
-    (tmp_path / "run.toml").write_text('[model]\ntype = "fcos"\nnum_classes = 3\nbackbone = { type = "tiny" }\n'
-                                       '[train]\nmax_epochs = 4\n' + block + "\n")
     from runner_testutil import cli
+
+    from detcore.testing import write_runfile
+
+    write_runfile(tmp_path / "run.toml", '[model]\ntype = "fcos"\nnum_classes = 3\nbackbone = { type = "tiny" }\n'
+                                         '[train]\nmax_epochs = 4\n' + block + "\n")
 
     assert cli("config", "check", str(tmp_path / "run.toml")) == 0
     from detcore.catalog import Catalog
@@ -164,15 +167,15 @@ def test_docs_example_is_a_valid_run_file_table(tmp_path):
 
 
 def test_closing_the_mix_with_persistent_workers_is_a_run_file_error(tmp_path, capsys):
-    from runner_testutil import cli, write_run
+    from runner_testutil import cli, tiny_det_run
 
-    run = write_run(tmp_path, schedule="max_epochs = 3", workers=1)
-    text = run.read_text().replace(
-        '[data.train]\ntype = "synthetic"',
-        '[data.train]\ntype = "multi_image_mix"\nmosaic_size = 32\nclose_last_epochs = 1\n'
-        '[data.train.dataset]\ntype = "synthetic"',
-    ).replace("[data]\n", "[data]\npersistent_workers = true\n")
-    run.write_text(text)
+    from detcore.testing import write_runfile
+
+    run = tiny_det_run(train={"max_epochs": 3}, data={"workers": 1, "persistent_workers": True})
+    run["data"]["train"] = {
+        "type": "multi_image_mix", "mosaic_size": 32, "close_last_epochs": 1, "dataset": run["data"]["train"]
+    }
+    run = write_runfile(tmp_path / "run.toml", run)
     assert cli("train", str(run), "--work-dir", str(tmp_path / "w")) == 2
     err = capsys.readouterr().err
     assert "data.persistent_workers" in err and "close_last_epochs" in err and "Traceback" not in err

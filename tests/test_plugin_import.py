@@ -16,25 +16,7 @@ import pytest
 from detcore.errors import PluginError, RunFileError
 from detcore.plugins import get_plugin_manager
 from detcore.runfile import load_run
-
-RUN = """\
-plugins = {plugins}
-seed = 0
-device = "cpu"
-
-[model]
-type = "fcos"
-num_classes = 3
-backbone = {{ type = "resnet", depth = 18 }}
-
-[data.train]
-type = "synthetic"
-num_images = 4
-image_size = 64
-
-[train]
-max_iters = 2
-"""
+from detcore.testing import run_detcore, tiny_run, write_runfile
 
 PLUGIN = """\
 from detcore import hookimpl
@@ -62,9 +44,7 @@ def tree(tmp_path, monkeypatch):
 
 
 def write_run(folder: Path, *plugins: str) -> Path:
-    path = folder / "run.toml"
-    path.write_text(RUN.format(plugins="[" + ", ".join(f'"{p}"' for p in plugins) + "]"))
-    return path
+    return write_runfile(folder / "run.toml", tiny_run(plugins=list(plugins)))
 
 
 def test_run_file_plugin_is_loaded_from_next_to_it_without_touching_sys_path(tree):
@@ -177,8 +157,7 @@ def test_a_package_next_to_the_run_file_with_relative_imports(tree):
 
 def test_cli_names_the_run_file_and_key(tmp_path):
     run_file = write_run(tmp_path, "this")
-    detcore = Path(sys.executable).with_name("detcore")
-    proc = subprocess.run([str(detcore), "config", "check", str(run_file)], capture_output=True, text=True, timeout=120)
+    proc = run_detcore("config", "check", run_file, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith(f"detcore: error: {run_file}: key 'plugins[0]': plugin module 'this'")
     assert "Zen of Python" not in proc.stdout

@@ -13,15 +13,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent / "runner_plugins"))
 
-from runner_testutil import cli, cli_subprocess, scalars, weights, write_run  # noqa: E402
+from runner_testutil import cli, cli_subprocess, weights, write_run  # noqa: E402
 
-STOP = """
-[[hooks]]
-type = "stop_at"
-at_iter = {at}
-"""
+from detcore.testing import read_scalars  # noqa: E402
+
+RECORDER = {"type": "recorder"}
 
 
+def stop_at(at: int) -> dict:
+    return {"type": "stop_at", "at_iter": at}
 
 
 def assert_same_weights(a: Path, b: Path) -> None:
@@ -35,14 +35,14 @@ def losses_by_iter(work_dir: Path) -> dict[int, tuple]:
     # The last line per iteration wins (an interrupted run may have logged
     # iterations past its checkpoint before a resumed run logs them again).
     out = {}
-    for r in scalars(work_dir):
+    for r in read_scalars(work_dir, "train"):
         out[r["iter"]] = (r["loss"], r["loss_cls"], r["loss_box"], r["lr"])
     return out
 
 
 def test_stop_mid_epoch_and_resume_is_bit_exact(tmp_path):
-    straight = write_run(tmp_path, name="straight.toml", extra="[[hooks]]\ntype = \"recorder\"\n")
-    stopped = write_run(tmp_path, name="stopped.toml", extra="[[hooks]]\ntype = \"recorder\"\n" + STOP.format(at=6))
+    straight = write_run(tmp_path, name="straight.toml", hooks=[RECORDER])
+    stopped = write_run(tmp_path, name="stopped.toml", hooks=[RECORDER, stop_at(6)])
     # 8 images, batch 2: 4 iterations per epoch; iteration 6 is in the middle of epoch 2.
     assert cli("train", str(straight), "--work-dir", str(tmp_path / "a"), "--deterministic") == 0
     assert cli("train", str(stopped), "--work-dir", str(tmp_path / "b"), "--deterministic") == 0
@@ -55,20 +55,18 @@ def test_stop_mid_epoch_and_resume_is_bit_exact(tmp_path):
     assert a == b
     # The hook's state travelled through the checkpoint: its counter
     # continued from 6, as in the straight run.
-    rec_a = [r["recorder_count"] for r in scalars(tmp_path / "a")]
-    rec_b = [r["recorder_count"] for r in scalars(tmp_path / "b")][-2:]
+    rec_a = [r["recorder_count"] for r in read_scalars(tmp_path / "a", "train")]
+    rec_b = [r["recorder_count"] for r in read_scalars(tmp_path / "b", "train")][-2:]
     assert rec_b == rec_a[-2:] == [7, 8]
 
 
 def test_resume_skips_seen_samples_without_loading_them(tmp_path):
     from runner_testkit import LOADED
 
-    extra_ds = "\n[data.train]\ntype = \"counting_synthetic\"\nnum_images = 8\n"
-    base = write_run(tmp_path, name="base.toml").read_text()
-    # Replace the synthetic training set by the counting one.
-    text = re.sub(r"\[data.train\].*?\n\n", "", base, flags=re.S) + extra_ds
-    (tmp_path / "count.toml").write_text(text)
-    (tmp_path / "count_stop.toml").write_text(text + STOP.format(at=7))
+    # The counting training set instead of the synthetic one.
+    counting = {"data": {"train": {"type": "counting_synthetic", "num_images": 8}}}
+    write_run(tmp_path, counting, name="count.toml")
+    write_run(tmp_path, counting, name="count_stop.toml", hooks=[stop_at(7)])
     LOADED.clear()
     assert cli("train", str(tmp_path / "count.toml"), "--work-dir", str(tmp_path / "a")) == 0
     straight = list(LOADED)
@@ -85,12 +83,9 @@ def test_resume_skips_seen_samples_without_loading_them(tmp_path):
 
 @pytest.mark.slow
 def test_sigterm_checkpoint_and_resume_in_subprocesses(tmp_path):
-    sched = "max_iters = 6"
-    plain = write_run(tmp_path, name="plain.toml", schedule=sched, workers=1, ckpt_interval=100)
-    sig = write_run(
-        tmp_path, name="sig.toml", schedule=sched, workers=1, ckpt_interval=100,
-        extra="[[hooks]]\ntype = \"signal_at\"\nat_iter = 3\nsignal = \"SIGTERM\"\n",
-    )
+    common = {"train": {"max_iters": 6}, "data": {"workers": 1}, "checkpoint": {"interval": 100}}
+    plain = write_run(tmp_path, name="plain.toml", **common)
+    sig = write_run(tmp_path, name="sig.toml", **common, hooks=[{"type": "signal_at", "at_iter": 3, "signal": "SIGTERM"}])
     r = cli_subprocess("train", str(plain), "--work-dir", "a", "--deterministic", cwd=tmp_path)
     assert r.returncode == 0, r.stderr + r.stdout
     r = cli_subprocess("train", str(sig), "--work-dir", "b", "--deterministic", cwd=tmp_path)
@@ -109,8 +104,8 @@ def test_sigterm_checkpoint_and_resume_in_subprocesses(tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_saves_and_exits_130(tmp_path):
     run = write_run(
-        tmp_path, schedule="max_iters = 5", ckpt_interval=100,
-        extra="[[hooks]]\ntype = \"signal_at\"\nat_iter = 2\nsignal = \"SIGINT\"\n",
+        tmp_path, train={"max_iters": 5}, checkpoint={"interval": 100},
+        hooks=[{"type": "signal_at", "at_iter": 2, "signal": "SIGINT"}],
     )
     r = cli_subprocess("train", str(run), "--work-dir", "w", cwd=tmp_path)
     assert r.returncode == 130, r.stderr + r.stdout

@@ -12,7 +12,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent / "runner_plugins"))
 
-from runner_testutil import cli, scalars, write_run  # noqa: E402
+from runner_testutil import VAL, cli, write_run  # noqa: E402
+
+from detcore.testing import read_scalars  # noqa: E402
 
 
 def events(work_dir: Path) -> list[dict]:
@@ -21,8 +23,7 @@ def events(work_dir: Path) -> list[dict]:
 
 def test_iteration_based_run_hooks_logs_and_files(tmp_path, capsys):
     run = write_run(
-        tmp_path, schedule="max_iters = 6\nval_interval = 3", ckpt_interval=3, val=True,
-        extra="[[hooks]]\ntype = \"recorder\"\n",
+        tmp_path, VAL, train={"max_iters": 6, "val_interval": 3}, checkpoint={"interval": 3}, hooks=[{"type": "recorder"}]
     )
     w = tmp_path / "w"
     assert cli("train", str(run), "--work-dir", str(w)) == 0
@@ -38,12 +39,12 @@ def test_iteration_based_run_hooks_logs_and_files(tmp_path, capsys):
     assert [e["event"] for e in ev if "epoch" in e["event"] and "val" not in e["event"]] == [
         "before_train_epoch", "after_train_epoch", "before_train_epoch",
     ]
-    rows = scalars(w)
+    rows = read_scalars(w, "train")
     assert [r["iter"] for r in rows] == [1, 2, 3, 4, 5, 6]
     for key in ("loss", "loss_cls", "loss_box", "lr", "data_time", "time", "eta_s", "memory_mb", "epoch", "recorder_count"):
         assert key in rows[0], key
     assert rows[0]["loss"] == pytest.approx(rows[0]["loss_cls"] + rows[0]["loss_box"], rel=1e-5)
-    assert [r["iter"] for r in scalars(w, "val")] == [3, 6]
+    assert [r["iter"] for r in read_scalars(w, "val")] == [3, 6]
     assert sorted(p.name for p in w.glob("iter_*.pth")) == ["iter_3.pth", "iter_6.pth"]
     assert len(list(w.glob("*.log"))) == 1
     log = next(w.glob("*.log")).read_text()
@@ -63,21 +64,21 @@ def test_iteration_based_run_hooks_logs_and_files(tmp_path, capsys):
 
 
 def test_epoch_based_val_interval_and_no_validate(tmp_path):
-    run = write_run(tmp_path, schedule="max_epochs = 3\nval_interval = 2", num_images=4, val=True,
-                    extra="[[hooks]]\ntype = \"recorder\"\n")
+    run = write_run(tmp_path, VAL, train={"max_epochs": 3, "val_interval": 2}, data={"train": {"num_images": 4}},
+                    hooks=[{"type": "recorder"}])
     assert cli("train", str(run), "--work-dir", str(tmp_path / "a")) == 0
     # Epoch 2 by the interval, epoch 3 at the end of training.
-    assert [r["iter"] for r in scalars(tmp_path / "a", "val")] == [4, 6]
+    assert [r["iter"] for r in read_scalars(tmp_path / "a", "val")] == [4, 6]
     assert sorted(p.name for p in (tmp_path / "a").glob("epoch_*.pth")) == ["epoch_1.pth", "epoch_2.pth", "epoch_3.pth"]
     assert cli("train", str(run), "--work-dir", str(tmp_path / "b"), "--no-validate") == 0
-    assert scalars(tmp_path / "b", "val") == []
+    assert read_scalars(tmp_path / "b", "val") == []
     assert not any(e["event"] == "before_val_epoch" for e in events(tmp_path / "b"))
 
 
 def test_val_model_hook_and_boxes_in_original_pixels(tmp_path):
-    run = write_run(tmp_path, schedule="max_iters = 1", val=True, extra="[[hooks]]\ntype = \"fixed_val_model\"\n")
+    run = write_run(tmp_path, VAL, train={"max_iters": 1}, hooks=[{"type": "fixed_val_model"}])
     assert cli("train", str(run), "--work-dir", str(tmp_path / "w")) == 0
-    (val,) = scalars(tmp_path / "w", "val")
+    (val,) = read_scalars(tmp_path / "w", "val")
     # The val images are 32x48 (h x w) resized to 24x36: the fixed box
     # [1, 2, 3, 4] in model pixels is [4/3, 8/3, 4, 16/3] in the original.
     assert val["max_x"] == pytest.approx(4.0)
@@ -88,14 +89,14 @@ def test_hooks_are_unregistered_after_the_run(tmp_path):
     from detcore.engine.train import train
     from detcore.runfile import load_run
 
-    run_file = write_run(tmp_path, schedule="max_iters = 1", extra="[[hooks]]\ntype = \"recorder\"\n")
+    run_file = write_run(tmp_path, train={"max_iters": 1}, hooks=[{"type": "recorder"}])
     run = load_run(run_file, [f"work_dir = '{tmp_path / 'w'}'"], ["runner_testkit"])
     assert train(run) == 0
     assert not [n for n, _ in run.pm.list_name_plugin() if str(n).startswith("runner-hook:")]
 
 
 def test_nan_loss_stops_cleanly_and_keeps_the_last_checkpoint(tmp_path, capsys):
-    run = write_run(tmp_path, schedule="max_iters = 6", ckpt_interval=2, extra="[[hooks]]\ntype = \"nan_at\"\nat_iter = 3\n")
+    run = write_run(tmp_path, train={"max_iters": 6}, checkpoint={"interval": 2}, hooks=[{"type": "nan_at", "at_iter": 3}])
     w = tmp_path / "w"
     assert cli("train", str(run), "--work-dir", str(w)) == 1
     err = capsys.readouterr().err
@@ -108,21 +109,21 @@ def test_nan_loss_stops_cleanly_and_keeps_the_last_checkpoint(tmp_path, capsys):
 
 
 def test_stop_training_from_a_hook_saves_and_ends_normally(tmp_path):
-    run = write_run(tmp_path, schedule="max_iters = 10", ckpt_interval=100,
-                    extra="[[hooks]]\ntype = \"stop_at\"\nat_iter = 3\n[[hooks]]\ntype = \"recorder\"\n")
+    run = write_run(tmp_path, train={"max_iters": 10}, checkpoint={"interval": 100},
+                    hooks=[{"type": "stop_at", "at_iter": 3}, {"type": "recorder"}])
     assert cli("train", str(run), "--work-dir", str(tmp_path / "w")) == 0
     assert [p.name for p in (tmp_path / "w").glob("*.pth")] == ["iter_3.pth"]
     assert events(tmp_path / "w")[-1] == {"event": "after_run", "iter": 3, "epoch": 0, "count": 3}
 
 
 def test_amp_clip_accumulate_and_auto_scale_lr(tmp_path, capsys):
-    extra = "\n[auto_scale_lr]\nbase_batch_size = 8\n"
-    run = write_run(tmp_path, schedule="max_epochs = 1\namp = \"bf16\"\ngrad_clip = 1.0\naccumulate = 2", extra=extra)
+    run = write_run(tmp_path, train={"max_epochs": 1, "amp": "bf16", "grad_clip": 1.0, "accumulate": 2},
+                    auto_scale_lr={"base_batch_size": 8})
     assert cli("train", str(run), "--work-dir", str(tmp_path / "w"), "--auto-scale-lr") == 0
     out = capsys.readouterr().out
     # global batch 2 x 1 x accumulate 2 = 4 on a base of 8: lr 0.01 -> 0.005
     assert "auto-scale-lr: lr 0.01 -> 0.005" in out
-    rows = scalars(tmp_path / "w")
+    rows = read_scalars(tmp_path / "w", "train")
     assert [r["iter"] for r in rows] == [1, 2]  # 4 batches, 2 per step
     assert rows[-1]["lr"] == pytest.approx(0.005 * (0.001 + 0.999 * 1 / 2))
     assert all("grad_norm" in r for r in rows)
@@ -130,27 +131,27 @@ def test_amp_clip_accumulate_and_auto_scale_lr(tmp_path, capsys):
 
 
 def test_fp16_on_cpu_and_missing_train_data_are_run_file_errors(tmp_path, capsys):
-    run = write_run(tmp_path, schedule="max_iters = 1")
+    run = write_run(tmp_path, train={"max_iters": 1})
     assert cli("train", str(run), "--work-dir", str(tmp_path / "w"), "--amp", "fp16") == 2
     err = capsys.readouterr().err
     assert "train.amp" in err and "bf16" in err
-    run.write_text(run.read_text().replace("num_classes = 3\n\n[data]", "num_classes = 2\n\n[data]"))
+    run = write_run(tmp_path, train={"max_iters": 1}, model={"num_classes": 2})
     assert cli("train", str(run), "--work-dir", str(tmp_path / "w")) == 2
     assert "model.num_classes = 2" in capsys.readouterr().err
-    text = write_run(tmp_path, schedule="max_iters = 1").read_text()
-    start = text.index("[data.train]")
-    (tmp_path / "nodata.toml").write_text(text[:start] + text[text.index("[optimizer]"):])
+    write_run(tmp_path, train={"max_iters": 1}, data={"train": None}, name="nodata.toml")  # None: left out
     assert cli("train", str(tmp_path / "nodata.toml"), "--work-dir", str(tmp_path / "w")) == 2
     assert "data.train" in capsys.readouterr().err
 
 
 def test_worker_processes_give_the_same_losses(tmp_path):
     # Per-sample seeding: augmentation does not depend on who loads the item.
-    run0 = write_run(tmp_path, schedule="max_iters = 3", name="w0.toml", workers=0)
-    run2 = write_run(tmp_path, schedule="max_iters = 3", name="w2.toml", workers=2)
+    run0 = write_run(tmp_path, train={"max_iters": 3}, name="w0.toml", data={"workers": 0})
+    run2 = write_run(tmp_path, train={"max_iters": 3}, name="w2.toml", data={"workers": 2})
     assert cli("train", str(run0), "--work-dir", str(tmp_path / "a")) == 0
     assert cli("train", str(run2), "--work-dir", str(tmp_path / "b")) == 0
-    assert [r["loss"] for r in scalars(tmp_path / "a")] == [r["loss"] for r in scalars(tmp_path / "b")]
+    assert [r["loss"] for r in read_scalars(tmp_path / "a", "train")] == [
+        r["loss"] for r in read_scalars(tmp_path / "b", "train")
+    ]
 
 
 def test_crowd_boxes_are_not_trained_on(tmp_path):
@@ -158,10 +159,8 @@ def test_crowd_boxes_are_not_trained_on(tmp_path):
     is given the targets without them."""
     from runner_testkit import SEEN_TARGETS
 
-    run = write_run(tmp_path, schedule="max_iters = 2", extra="[[hooks]]\ntype = \"target_spy\"\n")
-    text = run.read_text().replace('type = "synthetic"\nnum_images', 'type = "crowd_synthetic"\nnum_images', 1)
-    text = text.replace('transforms = [{ type = "random_horizontal_flip" }]\n', "", 1)
-    run.write_text(text)
+    crowd = {"type": "crowd_synthetic", "num_images": 8, "image_size": 32, "num_classes": 3}  # no transforms
+    run = write_run(tmp_path, train={"max_iters": 2}, hooks=[{"type": "target_spy"}], data={"train": crowd})
     SEEN_TARGETS.clear()
     assert cli("train", str(run), "--work-dir", str(tmp_path / "w")) == 0
     from runner_testkit import crowd_synthetic
@@ -179,7 +178,7 @@ def test_crowd_boxes_are_not_trained_on(tmp_path):
 
 
 def test_hook_with_a_wrong_argument_name_is_a_plugin_error(tmp_path, capsys):
-    run = write_run(tmp_path, schedule="max_iters = 2", extra="[[hooks]]\ntype = \"bad_args\"\n")
+    run = write_run(tmp_path, train={"max_iters": 2}, hooks=[{"type": "bad_args"}])
     assert cli("train", str(run), "--work-dir", str(tmp_path / "w")) != 0
     err = capsys.readouterr().err
     assert "runner-hook:0:bad_args" in err and "loss" in err and "docs/plugins.md" in err
@@ -200,8 +199,7 @@ def test_sync_bn_on_cpu_is_refused_before_training():
 
 
 def test_resume_hint_is_the_exact_command_line(tmp_path, capsys, monkeypatch):
-    run = write_run(tmp_path, schedule="max_iters = 6", ckpt_interval=100,
-                    extra="[[hooks]]\ntype = \"signal_at\"\nat_iter = 2\n")
+    run = write_run(tmp_path, train={"max_iters": 6}, checkpoint={"interval": 100}, hooks=[{"type": "signal_at", "at_iter": 2}])
     w = tmp_path / "w"
     assert cli("train", str(run), "--work-dir", str(w), "--set", "train.log_interval=2") == 143
     err = "".join(capsys.readouterr())
@@ -218,15 +216,15 @@ def test_resume_hint_is_the_exact_command_line(tmp_path, capsys, monkeypatch):
 def test_max_time_ends_training_with_validation_and_a_checkpoint(tmp_path, capsys):
     """train.max_time (issue 18): a 1.5 s budget at 0.25 s a step stops a
     10000-iteration run after a few steps, validated and saved."""
-    run = write_run(tmp_path, schedule='max_iters = 10000\nval_interval = 100000\nmax_time = "1.5s"', ckpt_interval=100000, val=True,
-                    extra='[[hooks]]\ntype = "slow_steps"\nseconds = 0.25\n')
+    run = write_run(tmp_path, VAL, train={"max_iters": 10000, "val_interval": 100000, "max_time": "1.5s"},
+                    checkpoint={"interval": 100000}, hooks=[{"type": "slow_steps", "seconds": 0.25}])
     assert cli("train", str(run), "--work-dir", str(tmp_path / "w")) == 0
     captured = capsys.readouterr()
     log = captured.out + captured.err
     stopped = int(log.split("(train.max_time) used up at iteration ")[1].split(":")[0])
     assert 3 <= stopped < 40
     assert sorted(p.name for p in (tmp_path / "w").glob("iter_*.pth")) == [f"iter_{stopped}.pth"]
-    assert [r["iter"] for r in scalars(tmp_path / "w", "val")] == [stopped]
+    assert [r["iter"] for r in read_scalars(tmp_path / "w", "val")] == [stopped]
 
 
 def test_max_time_stretches_the_lr_schedule_over_the_budget(tmp_path):
@@ -236,8 +234,8 @@ def test_max_time_stretches_the_lr_schedule_over_the_budget(tmp_path):
     from detcore.engine.runner import Runner
     from detcore.runfile import load_run
 
-    run = write_run(tmp_path, schedule='max_epochs = 2\nmax_time = "6s"\nstretch_schedule = true',
-                    extra='[[hooks]]\ntype = "slow_steps"\nseconds = 0.4\n')
+    run = write_run(tmp_path, train={"max_epochs": 2, "max_time": "6s", "stretch_schedule": True},
+                    hooks=[{"type": "slow_steps", "seconds": 0.4}])
     runner = Runner(load_run(str(run), [f"work_dir={tmp_path / 'w'}"]))
     assert runner.train() == 0
     lrs = runner.lrs
@@ -247,10 +245,10 @@ def test_max_time_stretches_the_lr_schedule_over_the_budget(tmp_path):
 
 
 def test_max_time_must_be_a_duration(tmp_path, capsys):
-    run = write_run(tmp_path, schedule='max_iters = 4\nmax_time = "2 hours"')
+    run = write_run(tmp_path, train={"max_iters": 4, "max_time": "2 hours"})
     assert cli("config", "check", str(run)) == 2
     err = capsys.readouterr().err
     assert "train.max_time" in err and '"90m"' in err
-    run = write_run(tmp_path, schedule="max_iters = 4\nstretch_schedule = true")
+    run = write_run(tmp_path, train={"max_iters": 4, "stretch_schedule": True})
     assert cli("config", "check", str(run)) == 2
     assert "stretch_schedule needs max_time" in capsys.readouterr().err

@@ -13,7 +13,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "runner_plugins"))
 
-from runner_testutil import cli_subprocess, scalars, write_run  # noqa: E402
+from runner_testutil import cli_subprocess, write_run  # noqa: E402
+
+from detcore.testing import read_scalars  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -24,8 +26,8 @@ def output(proc) -> str:
 
 def test_signal_on_one_rank_stops_both_and_losses_are_global(tmp_path):
     run = write_run(
-        tmp_path, schedule="max_iters = 6", num_images=16, ckpt_interval=100,
-        extra='[[hooks]]\ntype = "signal_at"\nat_iter = 3\nrank = 1\n[[hooks]]\ntype = "loss_dump"\n',
+        tmp_path, train={"max_iters": 6}, data={"train": {"num_images": 16}}, checkpoint={"interval": 100},
+        hooks=[{"type": "signal_at", "at_iter": 3, "rank": 1}, {"type": "loss_dump"}],
     )
     w = tmp_path / "w"
     proc = cli_subprocess("train", str(run), "--work-dir", str(w), "--nproc", "2", cwd=tmp_path)
@@ -38,7 +40,7 @@ def test_signal_on_one_rank_stops_both_and_losses_are_global(tmp_path):
         for rank in (0, 1)
     ]
     assert sorted(local[0]) == sorted(local[1]) == [0, 1, 2]  # both ranks stopped after iteration 3
-    logged = scalars(w)
+    logged = read_scalars(w, "train")
     assert [r["iter"] for r in logged] == [1, 2, 3]
     for r in logged:
         i = r["iter"] - 1
@@ -48,8 +50,8 @@ def test_signal_on_one_rank_stops_both_and_losses_are_global(tmp_path):
 
 def test_non_finite_loss_on_one_rank_stops_both(tmp_path):
     run = write_run(
-        tmp_path, schedule="max_iters = 6", num_images=16, ckpt_interval=100,
-        extra='[[hooks]]\ntype = "nan_at"\nat_iter = 2\nrank = 1\n',
+        tmp_path, train={"max_iters": 6}, data={"train": {"num_images": 16}}, checkpoint={"interval": 100},
+        hooks=[{"type": "nan_at", "at_iter": 2, "rank": 1}],
     )
     proc = cli_subprocess("train", str(run), "--work-dir", str(tmp_path / "w"), "--nproc", "2", cwd=tmp_path, timeout=120)
     assert proc.returncode == 1, output(proc)

@@ -22,7 +22,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "runner_plugins"))
 
-from runner_testutil import HERE, cli, scalars, write_run  # noqa: E402
+from runner_testutil import HERE, cli, write_run  # noqa: E402
 
 from detcore.engine.checkpoint import CheckpointFiles, find_resume  # noqa: E402
 from detcore.engine.workdir import (  # noqa: E402
@@ -32,6 +32,7 @@ from detcore.engine.workdir import (  # noqa: E402
     claim,
     remove_stale_temp_files,
 )
+from detcore.testing import read_scalars, run_detcore, start_detcore  # noqa: E402
 
 # A runner hook that holds a run after an iteration until the test says go:
 # the test can act while the run is certainly alive and mid-training.
@@ -66,36 +67,19 @@ def detcore_runner_hooks():
 '''
 
 
+def write_gate_run(tmp_path: Path, name: str, max_iters: int, **changes) -> Path:
+    """A run that can load ``fx_gate`` (next to it); checkpoints every 2
+    iterations, the newest 2 kept."""
+    return write_run(tmp_path, name=name, train={"max_iters": max_iters}, plugins=["runner_testkit", "fx_gate"],
+                     checkpoint={"interval": 2, "keep": 2}, **changes)
+
+
 def make_runs(tmp_path: Path, *, max_iters: int = 6) -> tuple[Path, Path]:
-    """``gated.toml`` (stops after iteration 3 until ``go``) and ``plain.toml``;
-    checkpoints every 2 iterations, the newest 2 kept."""
+    """``gated.toml`` (stops after iteration 3 until ``go``) and ``plain.toml``."""
     (tmp_path / "fx_gate.py").write_text(GATE)
-    plain = write_run(tmp_path, schedule=f"max_iters = {max_iters}", ckpt_interval=2, name="plain.toml")
-    text = plain.read_text().replace("keep = -1", "keep = 2")
-    text = text.replace('plugins = ["runner_testkit"]', 'plugins = ["runner_testkit", "fx_gate"]')
-    plain.write_text(text)
-    gated = tmp_path / "gated.toml"
-    gated.write_text(text + f'\n[[hooks]]\ntype = "gate"\nat_iter = 3\nfolder = "{tmp_path.as_posix()}"\n')
-    return gated, plain
-
-
-def detcore_argv(*argv: str) -> list[str]:
-    return [sys.executable, "-m", "detcore", *argv]
-
-
-def env() -> dict:
-    e = dict(os.environ)
-    e["PYTHONPATH"] = os.pathsep.join([str(HERE), e.get("PYTHONPATH", "")])
-    e["OMP_NUM_THREADS"] = "1"
-    return e
-
-
-def run(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(detcore_argv(*argv), cwd=cwd, env=env(), capture_output=True, text=True, timeout=300)
-
-
-def start(*argv: str, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen(detcore_argv(*argv), cwd=cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    plain = write_gate_run(tmp_path, "plain.toml", max_iters)
+    gate = {"type": "gate", "at_iter": 3, "folder": tmp_path.as_posix()}
+    return write_gate_run(tmp_path, "gated.toml", max_iters, hooks=[gate]), plain
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
@@ -172,7 +156,7 @@ def test_a_killed_checkpoint_write_leaves_a_temp_file_the_next_run_removes(tmp_p
         atomic_save({{"model": {{"w": torch.zeros(1000)}}}}, Path({str(w)!r}) / "iter_8.pth")
         """
     )
-    writer = subprocess.Popen([sys.executable, "-c", code], env=env())
+    writer = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.time() + 120
     while not (tmp_path / "in_fsync").exists():
         assert writer.poll() is None and time.time() < deadline
@@ -221,11 +205,10 @@ def test_a_second_run_after_a_finished_one_is_refused_unless_it_resumes(tmp_path
     assert "(2 checkpoint file(s), the newest iter_4.pth; last written " in err and "--resume auto" in err
     assert snapshot(w) == before  # not one byte written, no log file added
     # --resume auto continues that run from its newest checkpoint.
-    more = plain.with_name("more.toml")
-    more.write_text(plain.read_text().replace("max_iters = 4", "max_iters = 6"))
+    more = write_gate_run(tmp_path, "more.toml", 6)
     assert cli("train", str(more), "--work-dir", str(w), "--resume", "auto") == 0
     assert f"resumed from {w / 'iter_4.pth'}" in capsys.readouterr().out
-    assert [r["iter"] for r in scalars(w)] == [1, 2, 3, 4, 5, 6]
+    assert [r["iter"] for r in read_scalars(w, "train")] == [1, 2, 3, 4, 5, 6]
 
 
 def test_detcore_tester_gives_each_new_run_its_own_work_dir(tmp_path):
@@ -251,25 +234,26 @@ def test_detcore_tester_gives_each_new_run_its_own_work_dir(tmp_path):
 def test_two_live_runs_in_one_work_dir(tmp_path):
     gated, plain = make_runs(tmp_path)
     w = tmp_path / "w"
-    first = start("train", str(gated), "--work-dir", "w", cwd=tmp_path)
+    first = start_detcore("train", str(gated), "--work-dir", "w", cwd=tmp_path, plugin_paths=[HERE])
     try:
         wait_for(tmp_path / "waiting", first)  # alive, after iteration 3, iter_2.pth written
         during = snapshot(w)
-        second = run("train", str(plain), "--work-dir", "w", cwd=tmp_path)
+        second = run_detcore("train", str(plain), "--work-dir", "w", cwd=tmp_path, plugin_paths=[HERE])
         assert second.returncode == 1, second.stdout + second.stderr
         assert second.stderr.count("\n") == 1, second.stderr
         assert second.stderr.startswith(
             f"detcore: error: work dir w is in use by another detcore run: pid {first.pid} on host {socket.gethostname()}"
         )
         # Resuming is refused the same way while the run is alive.
-        assert run("train", str(plain), "--work-dir", "w", "--resume", "auto", cwd=tmp_path).returncode == 1
+        again = run_detcore("train", str(plain), "--work-dir", "w", "--resume", "auto", cwd=tmp_path, plugin_paths=[HERE])
+        assert again.returncode == 1
         assert snapshot(w) == during
     finally:
         (tmp_path / "go").touch()
         out, err = first.communicate(timeout=300)
     assert first.returncode == 0, out + err
     # The first run's files are its own: 6 iterations logged once, keep = 2.
-    assert [r["iter"] for r in scalars(w)] == [1, 2, 3, 4, 5, 6]
+    assert [r["iter"] for r in read_scalars(w, "train")] == [1, 2, 3, 4, 5, 6]
     assert sorted(p.name for p in w.glob("*.pth")) == ["iter_4.pth", "iter_6.pth"]
     assert not (w / LOCK_NAME).exists()
 
@@ -278,7 +262,7 @@ def test_two_live_runs_in_one_work_dir(tmp_path):
 def test_a_sigkilled_run_blocks_nothing(tmp_path):
     gated, plain = make_runs(tmp_path)
     k = tmp_path / "k"
-    victim = start("train", str(gated), "--work-dir", "k", cwd=tmp_path)
+    victim = start_detcore("train", str(gated), "--work-dir", "k", cwd=tmp_path, plugin_paths=[HERE])
     wait_for(tmp_path / "waiting", victim)
     victim.send_signal(signal.SIGKILL)
     victim.communicate(timeout=60)
@@ -287,10 +271,10 @@ def test_a_sigkilled_run_blocks_nothing(tmp_path):
     stale = k / f".iter_4.pth.tmp{dead_pid()}"
     stale.write_bytes(b"\0" * 1000)
     # Not blocked by the lock: refused because the run there trained...
-    fresh = run("train", str(plain), "--work-dir", "k", cwd=tmp_path)
+    fresh = run_detcore("train", str(plain), "--work-dir", "k", cwd=tmp_path, plugin_paths=[HERE])
     assert fresh.returncode == 1 and "already holds a run (1 checkpoint file(s), the newest iter_2.pth; last written" in fresh.stderr, fresh.stderr
     # ...and resumed from its checkpoint with --resume auto.
-    resumed = run("train", str(plain), "--work-dir", "k", "--resume", "auto", cwd=tmp_path)
+    resumed = run_detcore("train", str(plain), "--work-dir", "k", "--resume", "auto", cwd=tmp_path, plugin_paths=[HERE])
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert f"resumed from {Path('k') / 'iter_2.pth'}" in resumed.stdout
     assert f"removed {Path('k') / stale.name}" in resumed.stdout and not stale.exists()
@@ -323,7 +307,7 @@ def test_training_md_work_dir_commands_run_as_written(tmp_path):
     # The docs' commands call `detcore`: the one installed next to this python
     # (CI runs .venv/bin/python without activating the venv).
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    e = {**env(), "PYTHONPATH": os.environ.get("PYTHONPATH", ""), "PATH": path}
+    e = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": path}
     proc = subprocess.run(["bash", "-c", first], cwd=tmp_path, env=e, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
     proc = subprocess.run(["bash", "-c", demo], cwd=tmp_path, env=e, capture_output=True, text=True, timeout=900)

@@ -1,111 +1,77 @@
-"""Helpers shared by the runner tests: a small run file and in-process CLI calls."""
+"""Helpers shared by the runner tests: the run they train (the test plugin
+``runner_testkit``'s ``tiny_det`` on 32-pixel synthetic images, a multistep
+LR) built on :func:`detcore.testing.tiny_run`, and ``detcore -p
+runner_testkit`` in this process or in a real one."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
+
+from detcore.testing import run_detcore, tiny_run, write_runfile
 
 HERE = Path(__file__).resolve().parent
 
-BASE = """\
-plugins = ["runner_testkit"]
-seed = 0
-device = "cpu"
+# tiny_run's defaults changed for the runner tests; 8 images, batch 2: an
+# epoch is 4 iterations.
+RUN = {
+    "plugins": ["runner_testkit"],
+    "model": {"type": "tiny_det", "num_classes": 3},
+    "data": {
+        "train": {
+            "type": "synthetic",
+            "num_images": 8,
+            "image_size": 32,
+            "num_classes": 3,
+            "transforms": [{"type": "random_horizontal_flip"}],
+        },
+    },
+    "optimizer": {"lr": 0.01},
+    "lr_schedule": {"type": "multistep", "milestones": [1], "warmup_iters": 2},
+    "checkpoint": {"interval": 1, "keep": -1},
+}
 
-[model]
-type = "tiny_det"
-num_classes = {num_classes}
-
-[data]
-batch_size = 2
-workers = {workers}
-
-[data.train]
-type = "synthetic"
-num_images = {num_images}
-image_size = 32
-num_classes = {num_classes}
-transforms = [{{ type = "random_horizontal_flip" }}]
-
-[optimizer]
-lr = 0.01
-
-[lr_schedule]
-type = "multistep"
-milestones = [1]
-warmup_iters = 2
-
-[train]
-{schedule}
-log_interval = 1
-
-[checkpoint]
-interval = {ckpt_interval}
-keep = -1
-"""
-
-VAL = """
-[data.val]
-type = "synthetic"
-num_images = {val_images}
-image_size = [32, 48]
-num_classes = {num_classes}
-seed = 1
-transforms = [{{ type = "resize", size = 24 }}]
-
-[[metrics]]
-type = "scripted"
-values = [0.5, 0.9, 0.7]
-"""
+# A layer adding validation: 5 images of 32x48 resized to 24x36, and the
+# scripted metric (0.5, 0.9, 0.7).
+VAL = {
+    "data": {
+        "val": {
+            "type": "synthetic",
+            "num_images": 5,
+            "image_size": [32, 48],
+            "num_classes": 3,
+            "seed": 1,
+            "transforms": [{"type": "resize", "size": 24}],
+        },
+    },
+    "metrics": [{"type": "scripted", "values": [0.5, 0.9, 0.7]}],
+}
 
 
-def write_run(
-    directory: Path,
-    *,
-    schedule: str = "max_epochs = 2",
-    num_images: int = 8,
-    num_classes: int = 3,
-    workers: int = 0,
-    ckpt_interval: int = 1,
-    val: bool = False,
-    val_images: int = 5,
-    extra: str = "",
-    name: str = "run.toml",
-) -> Path:
-    text = BASE.format(
-        schedule=schedule, num_images=num_images, num_classes=num_classes, workers=workers, ckpt_interval=ckpt_interval
-    )
-    if val:
-        text += VAL.format(val_images=val_images, num_classes=num_classes)
-    text += extra
-    path = Path(directory) / name
-    path.write_text(text)
-    return path
+def tiny_det_run(*layers: dict, train: dict | None = None, **changes) -> dict:
+    """The runner tests' run as a dict: :data:`RUN` on ``tiny_run``, then
+    ``layers`` and ``changes`` merged in as ``tiny_run`` merges them.
+    ``train`` is the whole ``[train]`` table but ``log_interval = 1``
+    (default: ``max_epochs = 2``), so a schedule never mixes epochs and
+    iterations."""
+    schedule = {"_replace_": True, "log_interval": 1, **(train or {"max_epochs": 2})}
+    return tiny_run(RUN, *layers, changes, train=schedule)
+
+
+def write_run(directory: Path, *layers: dict, name: str = "run.toml", **changes) -> Path:
+    """:func:`tiny_det_run` written as ``directory/name``."""
+    return write_runfile(Path(directory) / name, tiny_det_run(*layers, **changes))
 
 
 def cli(*argv: str) -> int:
-    """``detcore ARGV`` in this process (the real CLI entry point)."""
+    """``detcore -p runner_testkit ARGV`` in this process (the real CLI entry point)."""
     from detcore.cli.main import main
 
     return main(["-p", "runner_testkit", *argv])
 
 
-def cli_subprocess(*argv: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
-    env["OMP_NUM_THREADS"] = "1"
-    return subprocess.run(
-        [sys.executable, "-m", "detcore", "-p", "runner_testkit", *argv],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
-    )
-
-
-def scalars(work_dir: Path, mode: str = "train") -> list[dict]:
-    path = Path(work_dir) / "scalars.jsonl"
-    return [r for r in map(json.loads, path.read_text().splitlines()) if r.get("mode") == mode]
+def cli_subprocess(*argv: str, cwd: Path, timeout: float = 240):
+    """``detcore -p runner_testkit ARGV`` in a real process (:func:`run_detcore`)."""
+    return run_detcore("-p", "runner_testkit", *argv, cwd=cwd, plugin_paths=[HERE], timeout=timeout)
 
 
 def weights(path: Path) -> dict:
