@@ -14,7 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "hooks_plugins"))
 from hooks_runs import PLUGINS_DIR, train, write_run  # noqa: E402
 
-from detcore.testing import run_detcore  # noqa: E402
+from detcore.testing import run_detcore, write_runfile  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -111,7 +111,7 @@ def test_docs_console_table_is_a_valid_run_file_table(tmp_path):
     block = re.search(r"```toml\n(.*?)```", section, re.S).group(1)
     assert 'type = "progress"' in block
     path = write_run(tmp_path, None, train=SCHEDULE)  # the block's [[hooks]] only
-    path.write_text(path.read_text() + "\n" + block)
+    write_runfile(path, path.read_text() + "\n" + block)
     proc = run_detcore("config", "check", path, cwd=tmp_path, plugin_paths=[PLUGINS_DIR])
     assert proc.returncode == 0, proc.stderr
     assert "1 hook(s)" in proc.stdout
