@@ -161,7 +161,7 @@ def test_distributed_eval_equals_single_process_on_odd_val_set(runs):
     # The metric's own summary, of the gathered predictions, is logged once
     # per validation by rank 0 (on its console and in the log file), never by rank 1.
     line = f"prediction summary: {VAL_SIZE} predictions for {VAL_SIZE} of {VAL_SIZE} images"
-    _, out, err = runs["straight"]
+    out, err = runs["straight"].stdout, runs["straight"].stderr
     log = next((runs["dir"] / "straight").glob("*.log")).read_text()
     assert out.count(line) == log.count(line) == 2 and "prediction summary" not in err
 
