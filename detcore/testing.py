@@ -336,7 +336,9 @@ class DetcoreTester:
 
 def write_runfile(path: str | os.PathLike, data: Mapping[str, Any] | str) -> Path:
     """Write ``data`` (a run-file dict, e.g. from :func:`tiny_run`, or TOML
-    text) to ``path`` as a run file (parent folders made); return the path."""
+    text) to ``path`` as a run file (parent folders made); return the path.
+    A ``None`` value is left out (TOML has no null), so ``tiny_run(train=
+    {"max_iters": None, "max_epochs": 1})`` drops the default ``max_iters``."""
     from detcore.runfile.toml_writer import dumps
 
     path = Path(path)
