@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from detcore.testing import run_detcore
+from detcore.testing import read_scalars, run_detcore
 
 pytestmark = pytest.mark.slow
 
@@ -31,8 +31,7 @@ def test_fcos_32_channels_validates_on_an_odd_split_over_two_ranks_and_predicts_
     # 17 val images on 2 ranks, 2 per batch: one rank ends on a batch of one
     r = detcore("train", "run.toml", "--nproc", 2, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    val = [json.loads(x) for x in (tmp_path / "work" / "scalars.jsonl").read_text().splitlines()
-           if '"val"' in x]
+    val = read_scalars(tmp_path / "work", "val")
     assert val and "bbox_mAP" in val[-1]
 
     r = detcore("predict", "run.toml", "--checkpoint", "work/iter_2.pth", "shapes/val/000000.jpg",

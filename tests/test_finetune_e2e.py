@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from detcore.testing import run_detcore
+from detcore.testing import run_detcore, write_runfile
 
 pytest.importorskip("pycocotools")
 
@@ -260,12 +260,11 @@ def test_predict_with_the_checkpoint_alone(trained):
     ws, proc, ckpt_path = trained
     assert proc.returncode == 0, output(proc)
     from detcore.runfile.loader import tomllib
-    from detcore.runfile.toml_writer import dumps
 
     resolved = tomllib.loads((ws.root / "work_dirs" / "balloon" / "resolved.toml").read_text())
     deploy = ws.root / "deploy"
     deploy.mkdir()
-    (deploy / "model.toml").write_text(dumps({"model": {**resolved["model"], "score_thresh": 0.0}}))
+    write_runfile(deploy / "model.toml", {"model": {**resolved["model"], "score_thresh": 0.0}})
     shutil.copy(ws.root / "data" / "balloon" / "val" / "0000.jpg", deploy / "photo.jpg")
     shutil.copy(ckpt_path, deploy / "balloon.pth")
     pred = ws.detcore("predict", "model.toml", "--checkpoint", "balloon.pth", "photo.jpg", *SMALL, "--out-dir", "vis", "--score-thr", "0",

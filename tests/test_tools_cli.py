@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from detcore.testing import run_detcore
+from detcore.testing import read_scalars, run_detcore
 
 pytestmark = pytest.mark.slow
 
@@ -337,8 +337,7 @@ def test_benchmark_reports_throughput_and_percentiles(trained):
 
 
 def test_analyze_and_plot_a_real_run(trained):
-    lines = [json.loads(ln) for ln in (trained / "work" / "scalars.jsonl").read_text().splitlines()]
-    val = [rec for rec in lines if "bbox_mAP" in rec]
+    val = [rec for rec in read_scalars(trained / "work") if "bbox_mAP" in rec]
     r = detcore("analyze", "work", cwd=trained)
     assert re.search(rf"best bbox_mAP: +{val[-1]['bbox_mAP']:.4f} \(iteration 80\)", r.stdout), r.stdout
     assert re.search(r"best checkpoint: +\S*best_bbox_mAP\S*\.pth", r.stdout), r.stdout
