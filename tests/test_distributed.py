@@ -21,39 +21,29 @@ import pytest
 
 from detcore.engine import dist, launch
 from detcore.errors import DetcoreError
+from detcore.testing import run_detcore, start_detcore
 
 PLUGINS = Path(__file__).parent / "dist_plugins"
 
 
-def probe_env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SLURM_", "TORCHELASTIC_", "OMPI_", "PMI_", "MPI_LOCAL"))}
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(k, None)
-    env["PYTHONPATH"] = os.pathsep.join([str(PLUGINS), env.get("PYTHONPATH", "")])
-    env["OMP_NUM_THREADS"] = "1"
-    env.update(extra)
-    return env
-
-
-def probe_cmd(out: Path, *args: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "detcore",
-        "-p",
-        "detcore_dist_probe",
-        "dist-probe",
-        "--out",
-        str(out),
-        *args,
-    ]
+# A launcher's variables (of a job these tests may themselves run in) would
+# make a probe a worker of that job: ``None`` removes them (run_detcore's env).
+NOT_LAUNCHED = {
+    k: None
+    for k in os.environ
+    if k.startswith(("SLURM_", "TORCHELASTIC_", "OMPI_", "PMI_", "MPI_LOCAL"))
+    or k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+}
+PROBE = ("-p", "detcore_dist_probe", "dist-probe")
 
 
 def run_probe(out: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        probe_cmd(out, *args), env=probe_env(), capture_output=True, text=True, timeout=timeout
-    )
+    return run_detcore(*PROBE, "--out", out, *args, plugin_paths=[PLUGINS], env=NOT_LAUNCHED, timeout=timeout)
+
+
+def start_probe(out: Path, **launcher_env: str) -> subprocess.Popen:
+    """A probe started as one rank of a job whose launcher set ``launcher_env``."""
+    return start_detcore(*PROBE, "--out", out, plugin_paths=[PLUGINS], env={**NOT_LAUNCHED, **launcher_env})
 
 
 def records(out: Path) -> list[dict]:
@@ -304,14 +294,14 @@ def test_under_torchrun_with_the_detcore_script(tmp_path):
         "--nproc-per-node",
         "2",
     ]
-    cmd = [*torchrun, "--no-python", str(script), *probe_cmd(tmp_path)[3:]]
-    res = subprocess.run(cmd, env=probe_env(), capture_output=True, text=True, timeout=120)
+    cmd = [*torchrun, "--no-python", str(script), *PROBE, "--out", str(tmp_path)]
+    env = {k: v for k, v in os.environ.items() if k not in NOT_LAUNCHED}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(PLUGINS), env.get("PYTHONPATH", "")]))
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-3000:]
     check_two_ranks(records(tmp_path), "torchrun")
 
-    res = subprocess.run(
-        [*cmd, "--fail-rank", "1"], env=probe_env(), capture_output=True, text=True, timeout=120
-    )
+    res = subprocess.run([*cmd, "--fail-rank", "1"], env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode != 0
     # Rank 1's exception is recorded in torchrun's failure report. Which
     # failure torchrun calls the root cause ("first observed") depends on when
@@ -335,23 +325,15 @@ def test_under_slurm_environment(tmp_path):
     assert dist.slurm_master_port(job_id) == port
     procs = []
     for rank in range(2):
-        env = probe_env(
+        procs.append(start_probe(
+            tmp_path,
             SLURM_PROCID=str(rank),
             SLURM_LOCALID=str(rank),
             SLURM_NTASKS="2",
             SLURM_STEP_ID="0",
             SLURM_JOB_ID=job_id,
             SLURM_JOB_NODELIST="localhost",
-        )
-        procs.append(
-            subprocess.Popen(
-                probe_cmd(tmp_path),
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
+        ))
     results = [p.communicate(timeout=120) for p in procs]
     for p, (_, err) in zip(procs, results):
         assert p.returncode == 0, err[-3000:]
@@ -393,9 +375,7 @@ def test_under_mpi_environment(tmp_path, flavour):
                    "OMPI_COMM_WORLD_LOCAL_RANK": str(rank), "OMPI_COMM_WORLD_LOCAL_SIZE": "2"}
         else:
             mpi = {"PMI_RANK": str(rank), "PMI_SIZE": "2", "MPI_LOCALRANKID": str(rank), "MPI_LOCALNRANKS": "2"}
-        env = probe_env(MASTER_PORT=str(port), **mpi)
-        procs.append(subprocess.Popen(probe_cmd(tmp_path), env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True))
+        procs.append(start_probe(tmp_path, MASTER_PORT=str(port), **mpi))
     results = [p.communicate(timeout=120) for p in procs]
     for p, (_, err) in zip(procs, results):
         assert p.returncode == 0, err[-3000:]

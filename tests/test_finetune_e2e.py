@@ -102,12 +102,12 @@ class Workspace:
         self.empty_torch_home.mkdir()
 
     def env(self, torch_home: Path | None = None) -> dict:
-        """What a subprocess's environment changes: its ``$TORCH_HOME``, and
-        every proxy pointed at a closed port with no exemptions (an empty
-        ``no_proxy``/``all_proxy`` is no value to urllib and requests)."""
+        """What a subprocess's environment changes (``run_detcore``'s ``env``;
+        ``None`` removes a variable): its ``$TORCH_HOME``, and every proxy
+        pointed at a closed port with no exemptions."""
         blocked = "http://127.0.0.1:9"  # discard port: a download attempt fails at once
         return {
-            **{k: "" for k in os.environ if k.lower() in ("no_proxy", "all_proxy")},
+            **{k: None for k in os.environ if k.lower() in ("no_proxy", "all_proxy")},
             "TORCH_HOME": str(torch_home or self.torch_home),
             **dict.fromkeys(("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"), blocked),
         }
