@@ -4,7 +4,8 @@ batch: parameters, evaluation, resume, a failing rank, a slow metric, two
 jobs at once and a taken port.
 
 The runs are shared by the tests (module-scoped fixtures); the detector,
-metric and hooks are the test plugin tests/dist_plugins/detcore_dist_testkit.py.
+metric and hooks are the test plugin tests/dist_plugins/detcore_dist_testkit.py
+(``stop_at``: the shipped plugin ``detcore.testing``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def run_file(path: Path, *, batch_size: int, sleep_s: float = 0, hooks: list[dic
     ``hooks``; ``changes`` merged in."""
     run = tiny_run(
         {
-            "plugins": ["detcore_dist_testkit"],
+            "plugins": ["detcore_dist_testkit", "detcore.testing"],
             "model": {"type": "dist_tiny_det", "num_classes": 3},
             "data": {
                 "batch_size": batch_size,

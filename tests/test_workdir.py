@@ -70,7 +70,7 @@ def detcore_runner_hooks():
 def write_gate_run(tmp_path: Path, name: str, max_iters: int, **changes) -> Path:
     """A run that can load ``fx_gate`` (next to it); checkpoints every 2
     iterations, the newest 2 kept."""
-    return write_run(tmp_path, name=name, train={"max_iters": max_iters}, plugins=["runner_testkit", "fx_gate"],
+    return write_run(tmp_path, name=name, train={"max_iters": max_iters}, plugins=["runner_testkit", "detcore.testing", "fx_gate"],
                      checkpoint={"interval": 2, "keep": 2}, **changes)
 
 

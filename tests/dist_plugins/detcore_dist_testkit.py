@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 
 from detcore import hookimpl
-from detcore.testing import StopAt
 
 
 def dist_tiny_det(num_classes: int = 3, width: int = 8):
@@ -213,5 +212,4 @@ def detcore_runner_hooks():
         "fail_on_rank": FailOnRank,
         "fail_in_validation": FailInValidation,
         "hang_in_validation": HangInValidation,
-        "stop_at": StopAt,
     }

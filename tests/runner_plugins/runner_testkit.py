@@ -2,15 +2,14 @@
 folder on ``sys.path``): a small real detector, runner hooks that record
 events or keep state across checkpoints, and datasets that record what was
 loaded. The scripted metric and the hooks that inject a NaN, send a signal
-or stop training are the shipped ones of :mod:`detcore.testing`, registered
-here under the names the runner tests' run files use."""
+or stop training are the shipped plugin ``detcore.testing``, which the runner
+tests' run files name next to this one."""
 
 from __future__ import annotations
 
 import json
 
 from detcore import hookimpl
-from detcore.testing import NanAt, ScriptedMetric, SignalAt, StopAt
 
 # ----------------------------------------------------------------------
 # a small real detector (single-level FCOS-like, stride 4)
@@ -120,16 +119,6 @@ def tiny_det(num_classes: int = 3, width: int = 8, score_thresh: float = 0.05, m
 @hookimpl
 def detcore_detectors():
     return {"tiny_det": tiny_det}
-
-
-# ----------------------------------------------------------------------
-# metrics
-# ----------------------------------------------------------------------
-
-
-@hookimpl
-def detcore_metrics():
-    return {"scripted": ScriptedMetric}
 
 
 # ----------------------------------------------------------------------
@@ -255,8 +244,8 @@ def recorder():
 @hookimpl
 def detcore_runner_hooks():
     return {
-        "nan_at": NanAt, "signal_at": SignalAt, "slow_steps": SlowSteps, "stop_at": StopAt, "recorder": recorder,
-        "loss_dump": loss_dump, "bad_args": bad_args, "target_spy": target_spy,
+        "slow_steps": SlowSteps, "recorder": recorder, "loss_dump": loss_dump, "bad_args": bad_args,
+        "target_spy": target_spy,
     }
 
 

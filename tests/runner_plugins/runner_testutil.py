@@ -14,7 +14,7 @@ HERE = Path(__file__).resolve().parent
 # tiny_run's defaults changed for the runner tests; 8 images, batch 2: an
 # epoch is 4 iterations.
 RUN = {
-    "plugins": ["runner_testkit"],
+    "plugins": ["runner_testkit", "detcore.testing"],  # the detector, hooks and metric the tests name
     "model": {"type": "tiny_det", "num_classes": 3},
     "data": {
         "train": {
