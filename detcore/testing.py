@@ -60,6 +60,7 @@ __all__ = [
     "SignalAt",
     "StopAt",
     "TrainResult",
+    "assert_user_error",
     "detcore_tester",
     "read_scalars",
     "run_detcore",
@@ -365,22 +366,51 @@ def run_detcore(
     env: Mapping[str, str | None] | None = None,
     timeout: float = 300,
     terminal: bool = False,
+    check: bool = False,
 ) -> subprocess.CompletedProcess:
     """Run the real ``detcore ARGS`` of this Python environment in a
-    subprocess, output captured as text; the exit status is ``returncode``.
+    subprocess, output captured as text; the exit status is ``returncode``
+    (``check=True``: an ``AssertionError`` with the output's end unless it
+    is 0).
 
     ``plugin_paths`` go first on the child's ``PYTHONPATH`` (for ``-p
     MODULE`` plugins that are not installed); ``env`` is added to this
     process's environment (a value ``None`` removes that variable). Torch is
     pinned to one thread (``OMP_NUM_THREADS=1``) unless ``env`` says
     otherwise: several torch processes on few cores otherwise run many times
-    slower. With ``terminal=True`` stdout and stderr are one pseudo-terminal
-    (what a user at a console sees: progress bars, colours), returned as
-    ``stdout``."""
+    slower. The variables by which torchrun, Slurm or MPI make a process a
+    rank of a job are not passed on unless ``env`` sets them: the command
+    runs on its own even when the tests run inside such a job. With
+    ``terminal=True`` stdout and stderr are one pseudo-terminal (what a user
+    at a console sees: progress bars, colours), returned as ``stdout``."""
     cmd, full_env = _detcore_command(args, plugin_paths, env)
-    if not terminal:
-        return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
-    return _run_on_terminal(cmd, cwd, full_env, timeout)
+    if terminal:
+        proc = _run_on_terminal(cmd, cwd, full_env, timeout)
+    else:
+        proc = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"detcore {' '.join(map(str, args))} exited with {proc.returncode}:\n"
+            f"{proc.stdout[-2000:]}{proc.stderr[-4000:]}"
+        )
+    return proc
+
+
+def assert_user_error(proc: subprocess.CompletedProcess, exit_code: int | None = None) -> str:
+    """Assert a finished ``detcore`` command failed the way bad input must:
+    a non-zero exit status (``exit_code`` if given: 2 for a run-file or
+    usage error, 1 otherwise), exactly one ``detcore: error:`` paragraph on
+    stderr and no Python traceback. Returns stderr for further checks (that
+    it names the file, key or record, and the fix)."""
+    out = f"{proc.stdout[-2000:]}{proc.stderr[-4000:]}"
+    if exit_code is None:
+        assert proc.returncode != 0, f"the command succeeded, expected an error:\n{out}"
+    else:
+        assert proc.returncode == exit_code, f"exit status {proc.returncode}, expected {exit_code}:\n{out}"
+    assert "Traceback (most recent call last)" not in proc.stderr, f"a traceback, not a user error:\n{out}"
+    count = proc.stderr.count("detcore: error:")
+    assert count == 1, f"{count} 'detcore: error:' messages, expected one:\n{out}"
+    return proc.stderr
 
 
 def start_detcore(
@@ -403,7 +433,11 @@ def _detcore_command(
     exe = Path(sys.executable).with_name("detcore")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "detcore"]
     cmd += [str(a) for a in args]
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **(env or {})}
+    from detcore.engine.dist_env import launcher_variable
+
+    # Not a rank of a job this process may run in (a test suite under srun or torchrun).
+    inherited = {k: v for k, v in os.environ.items() if not launcher_variable(k)}
+    full_env = {**inherited, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **(env or {})}
     if plugin_paths:
         paths = [str(p) for p in plugin_paths] + [full_env.get("PYTHONPATH") or ""]
         full_env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)

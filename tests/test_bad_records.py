@@ -10,7 +10,7 @@ import logging
 
 import pytest
 
-from detcore.testing import run_detcore
+from detcore.testing import assert_user_error, run_detcore
 
 pytest.importorskip("pycocotools")
 
@@ -61,9 +61,7 @@ def test_bad_record_is_named_by_coco_check_and_config_check(tmp_path, images, an
         assert text in proc.stdout, proc.stdout
 
     proc = run_detcore("config", "check", "run.toml", cwd=tmp_path)
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    err = proc.stderr
-    assert "Traceback" not in err and err.count("detcore: error:") == 1
+    err = assert_user_error(proc, 2)
     assert "key 'data.train.ann_file'" in err and "annotation file 'ann.json'" in err
     if kind == "bad_image_size":
         key = "width" if "width" in named[0] else "height"

@@ -5,20 +5,12 @@ detector."""
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 import torch
 
-from detcore.testing import run_detcore, tiny_run, write_runfile
+from detcore.testing import assert_user_error, run_detcore, tiny_run, write_runfile
 
 VAL = {"data": {"val": {"type": "synthetic", "num_images": 2, "image_size": 64, "num_classes": 3}}}
-
-
-def _one_error(proc: subprocess.CompletedProcess, code: int = 1) -> str:
-    assert proc.returncode == code, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stderr and proc.stderr.count("detcore: error:") == 1, proc.stderr
-    return proc.stderr
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +32,7 @@ def trained(tmp_path_factory):
 def test_a_pickled_model_is_refused_saying_what_detcore_expects(trained):
     d, _ = trained
     torch.save(torch.nn.Linear(2, 2), d / "model.pth")  # a whole module, pickled by class
-    err = _one_error(run_detcore("test", "run.toml", "--checkpoint", "model.pth", cwd=d))
+    err = assert_user_error(run_detcore("test", "run.toml", "--checkpoint", "model.pth", cwd=d), 1)
     assert "checkpoint 'model.pth' is not a detcore checkpoint: it holds pickled Python objects" in err
     assert "torch.nn.modules.linear.Linear" in err
     assert "detcore expects a checkpoint written by 'detcore train'" in err
@@ -50,7 +42,7 @@ def test_a_pickled_model_is_refused_saying_what_detcore_expects(trained):
     assert "Do it only if" not in err and "you got the file" not in err
 
     (d / "notes.pth").write_text("not a checkpoint\n" * 5)
-    err = _one_error(run_detcore("test", "run.toml", "--checkpoint", "notes.pth", cwd=d))
+    err = assert_user_error(run_detcore("test", "run.toml", "--checkpoint", "notes.pth", cwd=d), 1)
     assert "checkpoint 'notes.pth' cannot be loaded" in err and "not a PyTorch file" in err
     assert "detcore expects a checkpoint written by 'detcore train'" in err
 
@@ -58,11 +50,11 @@ def test_a_pickled_model_is_refused_saying_what_detcore_expects(trained):
 @pytest.mark.slow
 def test_checkpoint_folder_is_named_as_a_folder_with_its_checkpoints(trained):
     d, ckpt = trained
-    err = _one_error(run_detcore("test", "run.toml", "--checkpoint", "w", cwd=d))
+    err = assert_user_error(run_detcore("test", "run.toml", "--checkpoint", "w", cwd=d), 1)
     assert "does not exist" not in err
     assert f"checkpoint 'w' is a folder, not a file; give one of its checkpoints (newest first): 'w/{ckpt.name}'" in err
     (d / "empty").mkdir()
-    err = _one_error(run_detcore("predict", "run.toml", "--checkpoint", "empty", "x.jpg", "--out-dir", "vis", cwd=d))
+    err = assert_user_error(run_detcore("predict", "run.toml", "--checkpoint", "empty", "x.jpg", "--out-dir", "vis", cwd=d), 1)
     assert "checkpoint 'empty' is a folder with no checkpoint (.pth) in it" in err
 
 
@@ -73,7 +65,7 @@ def test_train_resume_followed_by_the_run_file_resumes(trained):
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout + proc.stderr
     assert f"resumed from w/{ckpt.name}" in out, out[-3000:]
-    err = _one_error(run_detcore("train", "run.toml", "--resume", "other.toml", cwd=d), code=2)
+    err = assert_user_error(run_detcore("train", "run.toml", "--resume", "other.toml", cwd=d), 2)
     assert "--resume other.toml: that is a run file, not a checkpoint" in err
     assert "detcore train run.toml --resume auto" in err
 
@@ -104,7 +96,7 @@ def test_checkpoint_of_another_detector_names_its_type_and_run_file(trained):
     other["data"]["val"]["num_classes"] = 5
     write_runfile(d / "other.toml", other)
     for command in (["test"], ["predict", "x.jpg", "--out-dir", "vis"]):
-        err = _one_error(run_detcore(*command[:1], "other.toml", "--checkpoint", f"w/{ckpt.name}", *command[1:], cwd=d))
+        err = assert_user_error(run_detcore(*command[:1], "other.toml", "--checkpoint", f"w/{ckpt.name}", *command[1:], cwd=d), 1)
         assert f"checkpoint 'w/{ckpt.name}' is a 'fcos' detector (3 classes: class0, class1, class2)" in err
         assert "its run file is 'w/resolved.toml'" in err and "other.toml builds a 'retinanet'" in err
         assert "classes" not in err.split("but", 1)[1]  # not reported as a class-name problem

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from detcore.testing import run_detcore, tiny_run, write_runfile
+from detcore.testing import assert_user_error, run_detcore, tiny_run, write_runfile
 
 # A checkpoint of this model is about 11 MB: a 16 MB disk holds one, not two.
 SMALL = {"model": {"neck": {"type": "fpn", "out_channels": 32}}}
@@ -42,10 +42,8 @@ def train(tmp_path, run: dict, *extra) -> subprocess.CompletedProcess:
 
 
 def _one_error(proc) -> str:
-    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-3000:]
-    err = proc.stderr
-    assert "Traceback" not in err and "Logging error" not in err, err[-3000:]
-    assert err.count("detcore: error:") == 1 and "no space left on the device" not in proc.stdout
+    err = assert_user_error(proc, 1)
+    assert "Logging error" not in err and "no space left on the device" not in proc.stdout, err[-3000:]
     return err
 
 

@@ -20,30 +20,25 @@ from pathlib import Path
 import pytest
 
 from detcore.engine import dist, launch
+from detcore.engine.dist_env import launcher_variable
 from detcore.errors import DetcoreError
 from detcore.testing import run_detcore, start_detcore
 
 PLUGINS = Path(__file__).parent / "dist_plugins"
 
 
-# A launcher's variables (of a job these tests may themselves run in) would
-# make a probe a worker of that job: ``None`` removes them (run_detcore's env).
-NOT_LAUNCHED = {
-    k: None
-    for k in os.environ
-    if k.startswith(("SLURM_", "TORCHELASTIC_", "OMPI_", "PMI_", "MPI_LOCAL"))
-    or k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-}
+# run_detcore passes on no launcher variables of a job these tests may run
+# in: a probe is launched only by what a test sets.
 PROBE = ("-p", "detcore_dist_probe", "dist-probe")
 
 
 def run_probe(out: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return run_detcore(*PROBE, "--out", out, *args, plugin_paths=[PLUGINS], env=NOT_LAUNCHED, timeout=timeout)
+    return run_detcore(*PROBE, "--out", out, *args, plugin_paths=[PLUGINS], timeout=timeout)
 
 
 def start_probe(out: Path, **launcher_env: str) -> subprocess.Popen:
     """A probe started as one rank of a job whose launcher set ``launcher_env``."""
-    return start_detcore(*PROBE, "--out", out, plugin_paths=[PLUGINS], env={**NOT_LAUNCHED, **launcher_env})
+    return start_detcore(*PROBE, "--out", out, plugin_paths=[PLUGINS], env=launcher_env)
 
 
 def records(out: Path) -> list[dict]:
@@ -295,7 +290,7 @@ def test_under_torchrun_with_the_detcore_script(tmp_path):
         "2",
     ]
     cmd = [*torchrun, "--no-python", str(script), *PROBE, "--out", str(tmp_path)]
-    env = {k: v for k, v in os.environ.items() if k not in NOT_LAUNCHED}
+    env = {k: v for k, v in os.environ.items() if not launcher_variable(k)}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(PLUGINS), env.get("PYTHONPATH", "")]))
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-3000:]

@@ -10,7 +10,6 @@ metric and hooks are the test plugin tests/dist_plugins/detcore_dist_testkit.py
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import time
@@ -59,20 +58,12 @@ def run_file(path: Path, *, batch_size: int, sleep_s: float = 0, hooks: list[dic
     return write_runfile(path, run)
 
 
-# A launcher's variables would make the child a worker of this process's job.
-NOT_LAUNCHED = {
-    k: None
-    for k in os.environ
-    if k.startswith(("SLURM_", "TORCHELASTIC_")) or k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-}
-
-
 def train(run: Path, work_dir: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return run_detcore("train", run, "--work-dir", work_dir, *args, plugin_paths=[PLUGINS], env=NOT_LAUNCHED, timeout=timeout)
+    return run_detcore("train", run, "--work-dir", work_dir, *args, plugin_paths=[PLUGINS], timeout=timeout)
 
 
 def start(run: Path, work_dir: Path, *args: str) -> subprocess.Popen:
-    return start_detcore("train", run, "--work-dir", work_dir, *args, plugin_paths=[PLUGINS], env=NOT_LAUNCHED)
+    return start_detcore("train", run, "--work-dir", work_dir, *args, plugin_paths=[PLUGINS])
 
 
 def finish(proc: subprocess.Popen, timeout: float = 240) -> subprocess.CompletedProcess:

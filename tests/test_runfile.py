@@ -14,7 +14,7 @@ from detcore.errors import RunFileError
 from detcore.plugins import get_plugin_manager
 from detcore.runfile import load_raw, load_run
 from detcore.runfile.loader import merge, parse_override, tomllib
-from detcore.testing import run_detcore
+from detcore.testing import assert_user_error, run_detcore
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GOOD = FIXTURES / "good.toml"
@@ -323,10 +323,9 @@ MODEL = '[model]\ntype = "fcos"\nnum_classes = 1\nbackbone = { type = "tiny" }\n
 
 
 def _one_error(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stderr and "RecursionError" not in proc.stderr, proc.stderr[-2000:]
-    assert proc.stderr.count("detcore: error:") == 1
-    return proc.stderr
+    err = assert_user_error(proc, 2)
+    assert "RecursionError" not in err, err[-2000:]
+    return err
 
 
 @pytest.mark.slow

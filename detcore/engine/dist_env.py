@@ -69,6 +69,15 @@ class DistInfo:
 # --------------------------------------------------------------------------
 
 
+def launcher_variable(name: str) -> bool:
+    """Whether ``name`` is an environment variable by which a launcher
+    (torchrun, Slurm, MPI) tells a process it is one rank of a job: what a
+    tool starting an independent ``detcore`` must not pass on."""
+    return name in (*TORCHRUN_VARS, "LOCAL_RANK", "LOCAL_WORLD_SIZE") or name.startswith(
+        ("TORCHELASTIC_", "SLURM_", "OMPI_", "PMI_", "MPI_LOCAL")
+    )
+
+
 def detect_launcher(env: dict | None = None) -> str:
     """``torchrun`` when torchrun's variables are set, ``slurm`` inside an
     ``srun`` step with more than one task, else ``none``.
