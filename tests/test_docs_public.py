@@ -39,3 +39,17 @@ def test_the_check_finds_a_private_path():
         "detcore.engine.checkpoint.check_checkpoint_classes"
     ]
     assert private_mentions("The plugin `detcore.data` registers `resize`.") == []
+
+
+def test_a_stale_generated_section_fails_and_is_rewritten(tmp_path, capsys):
+    import pytest
+    from generated_docs import GeneratedSection
+
+    page = tmp_path / "page.md"
+    page.write_text("intro\n<!-- b -->\nold\n<!-- e -->\nrest\n")
+    section = GeneratedSection(page, "<!-- b -->", "<!-- e -->", lambda: "<!-- b -->\nnew\n<!-- e -->", "make docs")
+    with pytest.raises(AssertionError, match="run `make docs`"):
+        section.check()
+    section.write()
+    section.check()
+    assert page.read_text() == "intro\n<!-- b -->\nnew\n<!-- e -->\nrest\n"

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import attrs
 import pytest
+from generated_docs import GeneratedSection
 
 import detcore
 from detcore.catalog import Catalog
@@ -529,21 +530,15 @@ def render_hook_reference() -> str:
     return "\n".join(lines)
 
 
+HOOK_REFERENCE = GeneratedSection(DOCS, REF_BEGIN, REF_END, render_hook_reference, "python tests/test_plugin_system.py")
+
+
 def test_docs_hook_reference_matches_the_hook_specs():
-    text = DOCS.read_text()
-    assert REF_BEGIN in text and REF_END in text, "docs/plugins.md lost its hook reference markers"
-    current = text[text.index(REF_BEGIN) : text.index(REF_END) + len(REF_END)]
-    assert current == render_hook_reference(), (
-        "docs/plugins.md's hook reference is out of date with detcore/hookspecs.py: "
-        "run `python tests/test_plugin_system.py` to regenerate it"
-    )
+    HOOK_REFERENCE.check()
 
 
 if __name__ == "__main__":  # regenerate the hook reference in docs/plugins.md
-    text = DOCS.read_text()
-    start, end = text.index(REF_BEGIN), text.index(REF_END) + len(REF_END)
-    DOCS.write_text(text[:start] + render_hook_reference() + text[end:])
-    print(f"updated {DOCS}")
+    HOOK_REFERENCE.write()
 
 
 # ----------------------------------------------------------------------

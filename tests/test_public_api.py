@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from generated_docs import GeneratedSection
 
 import detcore
 
@@ -127,18 +128,12 @@ def render_public_api() -> str:
     return "\n".join(lines)
 
 
+API_LIST = GeneratedSection(DOCS, API_BEGIN, API_END, render_public_api, "python tests/test_public_api.py")
+
+
 def test_docs_list_the_public_api():
-    text = DOCS.read_text()
-    assert API_BEGIN in text and API_END in text, "docs/plugins.md lost its public API markers"
-    current = text[text.index(API_BEGIN) : text.index(API_END) + len(API_END)]
-    assert current == render_public_api(), (
-        "docs/plugins.md's public API list is out of date with detcore.PUBLIC: "
-        "run `python tests/test_public_api.py` to regenerate it"
-    )
+    API_LIST.check()
 
 
 if __name__ == "__main__":  # regenerate the public API list in docs/plugins.md
-    text = DOCS.read_text()
-    start, end = text.index(API_BEGIN), text.index(API_END) + len(API_END)
-    DOCS.write_text(text[:start] + render_public_api() + text[end:])
-    print(f"updated {DOCS}")
+    API_LIST.write()

@@ -16,6 +16,7 @@ import typing
 from pathlib import Path
 
 import attrs
+from generated_docs import GeneratedSection
 
 from detcore.runfile.schema import RunConfig
 
@@ -78,11 +79,11 @@ def key_tables() -> str:
     return "\n".join(out)
 
 
+KEY_TABLES = GeneratedSection(DOC, START, END, key_tables, "python tests/test_runner_docs.py --write")
+
+
 def test_every_key_is_documented():
-    text = DOC.read_text()
-    assert START in text and END in text
-    current = text[text.index(START) : text.index(END) + len(END)]
-    assert current == key_tables(), "docs/runfile.md key tables are stale: run python tests/test_runner_docs.py --write"
+    KEY_TABLES.check()
 
 
 def _table_rows(text: str) -> list[list[str]]:
@@ -108,7 +109,6 @@ def test_key_tables_have_four_columns_on_every_row():
 
 if __name__ == "__main__":
     if "--write" in sys.argv:
-        text = DOC.read_text()
-        DOC.write_text(text[: text.index(START)] + key_tables() + text[text.index(END) + len(END) :])
+        KEY_TABLES.write()
     else:
         print(key_tables())
