@@ -8,4 +8,7 @@ VENV="${DETCORE_VENV:-.venv}"
 "$VENV/bin/ruff" check .
 # The import contracts in .importlinter: public API, plugin isolation, layers.
 "$VENV/bin/lint-imports"
+# Tests never download: the Hugging Face hub client reads this once, at import,
+# so a test cannot switch it on later (its offline paths would try the network).
+export HF_HUB_OFFLINE=1
 "$VENV/bin/python" -m pytest -q "$@"
