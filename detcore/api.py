@@ -16,6 +16,7 @@ The CLI commands are this module plus argument parsing.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -230,17 +231,30 @@ def test_run(
         say(f"detcore test: {checkpoint} on data.{split} ({len(dataset)} images, "
             f"{info.world_size} process(es), {device})")
         t0 = time.perf_counter()
-        results = evaluate(
-            model,
-            dataset,
-            [*metrics, *([collector] if collector else [])],
-            device=device,
-            batch_size=batch_size or cfg.data.val_batch_size or cfg.data.batch_size,
-            workers=cfg.data.workers,
-            amp=cfg.train.amp,
-            eval_timeout_s=cfg.dist.eval_timeout_s,
-            on_batch=show,
-        )
+        batch_size = batch_size or cfg.data.val_batch_size or cfg.data.batch_size
+        progress = _test_progress(len(dataset), batch_size, info, say if echo is not None else None)
+
+        def on_batch(batch, outputs):
+            if show is not None:
+                show(batch, outputs)
+            if progress is not None:
+                progress.update()
+
+        try:
+            results = evaluate(
+                model,
+                dataset,
+                [*metrics, *([collector] if collector else [])],
+                device=device,
+                batch_size=batch_size,
+                workers=cfg.data.workers,
+                amp=cfg.train.amp,
+                eval_timeout_s=cfg.dist.eval_timeout_s,
+                on_batch=on_batch,
+            )
+        finally:
+            if progress is not None:
+                progress.close()
         say(f"evaluated in {time.perf_counter() - t0:.1f} s")
         if metrics:
             say(format_results(metrics, results))
@@ -303,6 +317,20 @@ class ShowWriter:
             image_id = int(image_id.item() if hasattr(image_id, "item") else image_id)
             save_image(drawn, self.out_dir / f"{image_id}.jpg")
             self.written += 1
+
+
+def _test_progress(images: int, batch_size: int, info, say):
+    """``detcore test``'s progress on the main process (``None`` elsewhere,
+    or without a console): a bar on a terminal, else a ``test batch k/N eta``
+    line about every tenth of the batches (a long test in a log file shows
+    it is alive)."""
+    from detcore.engine.progress import EvalProgress, tqdm_installed
+
+    if say is None or not info.is_main:
+        return None
+    total = math.ceil(math.ceil(images / max(info.world_size, 1)) / batch_size)
+    bar = sys.stdout.isatty() and tqdm_installed()
+    return EvalProgress(total, label="test", bar=bar, say=say, every=max(1, total // 10), stream=sys.stdout)
 
 
 def format_results(recorded: list, results: dict[str, float]) -> str:

@@ -115,3 +115,26 @@ def test_docs_console_table_is_a_valid_run_file_table(tmp_path):
     proc = run_detcore("config", "check", path, cwd=tmp_path, plugin_paths=[PLUGINS_DIR])
     assert proc.returncode == 0, proc.stderr
     assert "1 hook(s)" in proc.stdout
+
+
+def test_detcore_test_shows_its_progress(tmp_path):
+    """``detcore test`` is not silent while it predicts: a bar on a terminal
+    (cleared before the results), ``test batch k/N eta`` lines elsewhere."""
+    path = write_run(tmp_path, [], train={"max_iters": 1, "log_interval": 1, "_replace_": True})
+    trained = run_detcore("train", path, cwd=tmp_path, plugin_paths=[PLUGINS_DIR])
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    (ckpt,) = (tmp_path / "run").glob("iter_*.pth")
+    test = ("test", path, "--checkpoint", ckpt, "--batch-size", "1")  # 4 val images: 4 batches
+
+    piped = run_detcore(*test, cwd=tmp_path, plugin_paths=[PLUGINS_DIR])
+    assert piped.returncode == 0, piped.stderr[-3000:]
+    lines = re.findall(r"^test batch (\d)/4 eta \d+:\d\d:\d\d$", piped.stdout, re.M)
+    assert lines == ["1", "2", "3", "4"], piped.stdout
+    assert "\r" not in piped.stdout
+    assert piped.stdout.index("test batch 4/4") < piped.stdout.index("evaluated in")
+
+    term = run_detcore(*test, cwd=tmp_path, plugin_paths=[PLUGINS_DIR], terminal=True)
+    assert term.returncode == 0, term.stdout[-3000:]
+    assert re.search(r"\rtest: +100%\|[^\r]*\| 4/4 ", term.stdout), term.stdout
+    assert "test batch" not in term.stdout
+    assert term.stdout.rindex("4/4") < term.stdout.index("evaluated in")

@@ -26,7 +26,7 @@ import time
 
 from detcore import hookimpl
 
-__all__ = ["Progress"]
+__all__ = ["EvalProgress", "Progress", "tqdm_installed"]
 
 # How often (seconds) the bar's loss / lr / ETA are refreshed: reading a loss
 # forces a device sync, so not every iteration.
@@ -45,6 +45,61 @@ def _fmt_eta(seconds: float) -> str:
     from detcore.engine.train_log import fmt_time
 
     return fmt_time(seconds)
+
+
+def bar_size(stream) -> dict:
+    """tqdm's size arguments: follow the terminal, or 100 x 20 where it
+    reports a size of 0 x 0 (a pty nobody sized), in which tqdm draws
+    nothing."""
+    try:
+        cols = os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        cols = 0
+    return {"dynamic_ncols": True} if cols > 0 else {"ncols": 100, "nrows": 20}
+
+
+class EvalProgress:
+    """The progress of one evaluation pass over ``total`` batches: a tqdm bar
+    (``bar=True``; cleared when done, so the results print where it was) or
+    a line ``"<label> batch k/N eta T"`` through ``say`` after the first
+    batch and every ``every`` batches. Training's validation and ``detcore
+    test`` both show it."""
+
+    def __init__(self, total: int, *, label: str, bar: bool, say, every: int = 1, stream=None):
+        stream = sys.stdout if stream is None else stream
+        self.total, self.label, self.say, self.every = total, label, say, max(1, every)
+        self.done = 0
+        self._t0 = time.perf_counter()
+        self._bar = None
+        if bar:
+            from tqdm import tqdm
+
+            self._bar = tqdm(
+                total=total, desc=label, file=stream, leave=False, unit="batch", **bar_size(stream)
+            )
+
+    def update(self) -> None:
+        self.done += 1
+        if self._bar is not None:
+            self._bar.update(1)
+            if self.done >= self.total:
+                self._bar.refresh()  # show 100% (tqdm draws at most every 0.1 s) ...
+                self.close()  # ... then clear it before the results are printed
+        elif self.done == 1 or self.done % self.every == 0:
+            per = (time.perf_counter() - self._t0) / self.done
+            self.say(f"{self.label} batch {self.done}/{self.total} eta {_fmt_eta(per * (self.total - self.done))}")
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def tqdm_installed() -> bool:
+    """tqdm draws the bars: a core dependency, but an environment may lack it."""
+    import importlib.util
+
+    return importlib.util.find_spec("tqdm") is not None
 
 
 class Progress:
@@ -67,30 +122,17 @@ class Progress:
         self.bar_mode = False
         self._console = None  # the runner's ConsoleHandler
         self._bar = None
-        self._val_bar = None
+        self._val: EvalProgress | None = None
         self._t0 = 0.0
         self._iter0 = 0
         self._last_refresh = 0.0
         self._seen_iter: int | None = None
-        self._val_done = 0
-        self._val_total = 0
-        self._val_every = 1
         self._log_interval = 1
         self._epoch = 0
 
     @property
     def out(self):
         return self.stream if self.stream is not None else sys.stdout
-
-    def _bar_size(self) -> dict:
-        """tqdm's size arguments: follow the terminal, or 100 x 20 where it
-        reports a size of 0 x 0 (a pty nobody sized), in which tqdm draws
-        nothing."""
-        try:
-            cols = os.get_terminal_size(self.out.fileno()).columns
-        except (AttributeError, OSError, ValueError):
-            cols = 0
-        return {"dynamic_ncols": True} if cols > 0 else {"ncols": 100, "nrows": 20}
 
     def _eta(self, runner) -> str:
         done = runner.iter - self._iter0
@@ -125,12 +167,9 @@ class Progress:
         self._console = console_handler(runner.logger)
         tty = bool(getattr(self.out, "isatty", lambda: False)())
         self.bar_mode = self.mode == "bar" or (self.mode == "auto" and tty)
-        if self.bar_mode:
-            try:
-                import tqdm  # noqa: F401
-            except ImportError:  # a core dependency, but an environment may lack it
-                runner.logger.warning("tqdm is not installed: no progress bar (pip install tqdm)")
-                self.bar_mode = False
+        if self.bar_mode and not tqdm_installed():
+            runner.logger.warning("tqdm is not installed: no progress bar (pip install tqdm)")
+            self.bar_mode = False
         if self.bar_mode and self._console is not None:
             # The bar shows the iteration lines; the log file keeps them.
             self._console.use_tqdm(hide_iteration_lines=True)
@@ -152,7 +191,7 @@ class Progress:
         self._bar = tqdm(
             # Each finished epoch stays on screen: its last loss, lr and ETA.
             total=total, desc=self._epoch_label(runner, epoch), file=self.out, leave=True, unit="it",
-            **self._bar_size(),
+            **bar_size(self.out),
         )
 
     @hookimpl
@@ -201,30 +240,15 @@ class Progress:
     def detcore_before_val_epoch(self, runner) -> None:
         if not self.enabled:
             return
-        self._val_done, self._val_total = 0, self._val_batches(runner)
-        self._val_every = self.interval or self._log_interval
-        self._val_t0 = time.perf_counter()
-        if self.bar_mode:
-            from tqdm import tqdm
-
-            self._val_bar = tqdm(
-                total=self._val_total, desc="val", file=self.out, leave=False, unit="batch", **self._bar_size()
-            )
+        self._val = EvalProgress(
+            self._val_batches(runner), label="val", bar=self.bar_mode, say=lambda line: self._say(runner, line),
+            every=self.interval or self._log_interval, stream=self.out,
+        )
 
     @hookimpl
     def detcore_after_val_iter(self, runner, batch, outputs: list) -> None:
-        if not self.enabled:
-            return
-        self._val_done += 1
-        if self._val_bar is not None:
-            self._val_bar.update(1)
-            if self._val_done >= self._val_total:
-                self._val_bar.refresh()  # show 100% (tqdm draws at most every 0.1 s) ...
-                self._close(train=False)  # ... then clear it before the runner logs the results
-        elif not self.bar_mode and (self._val_done == 1 or self._val_done % self._val_every == 0):
-            done, total = self._val_done, self._val_total
-            per = (time.perf_counter() - self._val_t0) / done
-            self._say(runner, f"val batch {done}/{total} eta {_fmt_eta(per * (total - done))}")
+        if self._val is not None:
+            self._val.update()
 
     @hookimpl
     def detcore_after_val_epoch(self, runner, metrics: dict) -> None:
@@ -241,8 +265,11 @@ class Progress:
             self._console.use_tqdm(False)
 
     def _close(self, *, train: bool) -> None:
-        attr = "_bar" if train else "_val_bar"
-        bar = getattr(self, attr)
-        if bar is not None:
-            bar.close()
-            setattr(self, attr, None)
+        if not train:
+            if self._val is not None:
+                self._val.close()
+                self._val = None
+            return
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
