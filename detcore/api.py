@@ -330,7 +330,7 @@ def _test_progress(images: int, batch_size: int, info, say):
         return None
     total = math.ceil(math.ceil(images / max(info.world_size, 1)) / batch_size)
     bar = sys.stdout.isatty() and tqdm_installed()
-    return EvalProgress(total, label="test", bar=bar, say=say, every=max(1, total // 10), stream=sys.stdout)
+    return EvalProgress(total, label="test", bar=bar, say=say, every=math.ceil(total / 10), stream=sys.stdout)
 
 
 def format_results(recorded: list, results: dict[str, float]) -> str:
