@@ -324,11 +324,12 @@ def _test_progress(images: int, batch_size: int, info, say):
     or without a console): a bar on a terminal, else a ``test batch k/N eta``
     line about every tenth of the batches (a long test in a log file shows
     it is alive)."""
+    from detcore.data.samplers import shard_batches
     from detcore.engine.progress import EvalProgress, tqdm_installed
 
     if say is None or not info.is_main:
         return None
-    total = math.ceil(math.ceil(images / max(info.world_size, 1)) / batch_size)
+    total = shard_batches(images, info.world_size, batch_size)
     bar = sys.stdout.isatty() and tqdm_installed()
     return EvalProgress(total, label="test", bar=bar, say=say, every=math.ceil(total / 10), stream=sys.stdout)
 
@@ -338,7 +339,7 @@ def format_results(recorded: list, results: dict[str, float]) -> str:
     then one line with every number for scripts."""
     from detcore.engine.evaluation import format_summaries
 
-    # One line with every number at full precision, easy to grep from logs.
+    # One line with every number (4 decimals), easy to grep from logs.
     return format_summaries(recorded) + "\nmetrics: " + " ".join(f"{k}={v:.4f}" for k, v in results.items())
 
 

@@ -19,12 +19,13 @@ __all__ = ["Prediction", "coco_results", "detections_json", "mask_rle"]
 
 
 def _numpy(x):
-    """A tensor (any device, half precision too) or array as a numpy array."""
+    """A tensor (any device) or array as a numpy array; half precision
+    becomes float32 (numpy has no bfloat16), float64 stays float64."""
     import numpy as np
 
     if hasattr(x, "detach"):
         x = x.detach().cpu()
-        return (x.float() if x.is_floating_point() else x).numpy()
+        return (x.float() if x.is_floating_point() and x.element_size() < 4 else x).numpy()
     return np.asarray(x)
 
 

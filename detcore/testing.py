@@ -29,7 +29,7 @@ to drive a run (:meth:`DetcoreTester.register_test_components`, or
 (:class:`ScriptedMetric`)::
 
     detcore_tester.register_test_components()
-    result = detcore_tester.train(detcore_tester.tiny_run(
+    result = detcore_tester.train(tiny_run(
         hooks=[{"type": "stop_at", "at_iter": 1}], train={"max_iters": 5}))
     assert result.runner.iter == 1
 """
@@ -183,6 +183,7 @@ class DetcoreTester:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.pm = get_plugin_manager(plugin_args, entrypoints=entrypoints)
+        self._last_work_dir: Path | None = None  # what resume="auto" continues
 
     # -- plugins ----------------------------------------------------------
 
@@ -274,10 +275,11 @@ class DetcoreTester:
     def _work_dir(self, resume: str | None) -> Path:
         from detcore.engine.workdir import previous_run
 
-        last = getattr(self, "_last_work_dir", None)
         if resume:
             inside = Path(resume).parent if resume != "auto" else None
-            chosen = inside if inside is not None and inside.parent == self.path else (last or self.path / "work_dir")
+            chosen = inside if inside is not None and inside.parent == self.path else (
+                self._last_work_dir or self.path / "work_dir"
+            )
         else:
             n = 1
             chosen = self.path / "work_dir"
@@ -430,11 +432,11 @@ def start_detcore(
 def _detcore_command(
     args: Sequence[str | os.PathLike], plugin_paths: Sequence[str | os.PathLike], env: Mapping[str, str | None] | None
 ) -> tuple[list[str], dict[str, str]]:
+    from detcore.engine.dist_env import launcher_variable
+
     exe = Path(sys.executable).with_name("detcore")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "detcore"]
     cmd += [str(a) for a in args]
-    from detcore.engine.dist_env import launcher_variable
-
     # Not a rank of a job this process may run in (a test suite under srun or torchrun).
     inherited = {k: v for k, v in os.environ.items() if not launcher_variable(k)}
     full_env = {**inherited, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **(env or {})}

@@ -337,6 +337,8 @@ def test_coco_results_is_one_writer_for_tensors_arrays_and_masks():
     ]
     assert coco_results([as_numpy], [10, 20]) == bbox == coco_results([as_half], [10, 20])
     assert coco_results([pred])[0]["category_id"] == 1  # no cat_ids: the 0-based label
+    exact = {**pred, "boxes": pred["boxes"].double() / 7, "scores": pred["scores"].double() / 7}
+    assert coco_results([exact])[0]["score"] == 0.75 / 7  # float64 is not cut to float32
 
     segm = coco_results([pred], [10, 20], "segm")
     assert segm == coco_results([{**pred, "masks": mask > 0.5}], [10, 20], "segm")

@@ -45,6 +45,16 @@ def records(out: Path) -> list[dict]:
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
 
 
+def check_started_ranks(procs: list, out: Path, launcher: str, port: int) -> None:
+    """Both started probes exit 0 and found each other through ``launcher`` on ``port``."""
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err[-3000:]
+    recs = records(out)
+    check_two_ranks(recs, launcher)
+    assert recs[0]["master_port"] == str(port)
+
+
 def check_two_ranks(recs: list[dict], launcher: str) -> None:
     assert [r["rank"] for r in recs] == [0, 1]
     assert all(
@@ -329,12 +339,7 @@ def test_under_slurm_environment(tmp_path):
             SLURM_JOB_ID=job_id,
             SLURM_JOB_NODELIST="localhost",
         ))
-    results = [p.communicate(timeout=120) for p in procs]
-    for p, (_, err) in zip(procs, results):
-        assert p.returncode == 0, err[-3000:]
-    recs = records(tmp_path)
-    check_two_ranks(recs, "slurm")
-    assert recs[0]["master_port"] == str(port)
+    check_started_ranks(procs, tmp_path, "slurm", port)
 
 
 def test_mpi_env():
@@ -371,9 +376,4 @@ def test_under_mpi_environment(tmp_path, flavour):
         else:
             mpi = {"PMI_RANK": str(rank), "PMI_SIZE": "2", "MPI_LOCALRANKID": str(rank), "MPI_LOCALNRANKS": "2"}
         procs.append(start_probe(tmp_path, MASTER_PORT=str(port), **mpi))
-    results = [p.communicate(timeout=120) for p in procs]
-    for p, (_, err) in zip(procs, results):
-        assert p.returncode == 0, err[-3000:]
-    recs = records(tmp_path)
-    check_two_ranks(recs, "mpi")
-    assert recs[0]["master_port"] == str(port)
+    check_started_ranks(procs, tmp_path, "mpi", port)

@@ -157,3 +157,9 @@ def shard_indices(n: int, rank: int, world_size: int) -> list[int]:
     """The indices ``rank`` evaluates: ``rank, rank + world_size, ...``. Every
     index belongs to exactly one rank (no padding, so no duplicates)."""
     return list(range(rank, n, world_size))
+
+
+def shard_batches(n: int, world_size: int, batch_size: int) -> int:
+    """How many batches rank 0 (the largest shard of :func:`shard_indices`)
+    evaluates: what a progress display counts to."""
+    return math.ceil(math.ceil(n / max(world_size, 1)) / batch_size)

@@ -145,10 +145,11 @@ class Progress:
         return f"epoch {epoch + 1}/{runner.max_epochs}" if runner.max_epochs else f"epoch {epoch + 1}"
 
     def _val_batches(self, runner) -> int:
+        from detcore.data.samplers import shard_batches
+
         data = runner.cfg.data
-        bs = data.val_batch_size or data.batch_size
         n = len(runner.val_dataset) if runner.val_dataset is not None else 0
-        return math.ceil(math.ceil(n / max(runner.world_size, 1)) / bs)
+        return shard_batches(n, runner.world_size, data.val_batch_size or data.batch_size)
 
     def _say(self, runner, line: str) -> None:
         """A line through the run's logger: timestamped, on the console
@@ -265,11 +266,9 @@ class Progress:
             self._console.use_tqdm(False)
 
     def _close(self, *, train: bool) -> None:
-        if not train:
-            if self._val is not None:
-                self._val.close()
-                self._val = None
-            return
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+        """Close the epoch's bar (``train``) or the validation's progress."""
+        attr = "_bar" if train else "_val"
+        shown = getattr(self, attr)
+        if shown is not None:
+            shown.close()
+            setattr(self, attr, None)
